@@ -1,0 +1,88 @@
+"""Application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from litestar import Litestar
+from litestar.config.cors import CORSConfig
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin
+from litestar.openapi.spec import Components, SecurityRequirement, SecurityScheme
+
+from service.auth.controller import AuthController
+from service.auth.middleware import auth_middleware
+from service.auth.tokens import TokenVerifier
+from service.clients.letta import LettaClient
+from service.clients.litellm import LiteLLMClient
+from service.db import create_pool
+from service.errors import exception_handlers
+from service.health import HealthController
+from service.request_context import configure_logging, request_id_middleware
+from service.settings import Settings, get_settings
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    settings = settings or get_settings()
+    configure_logging(settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        # One pooled HTTP client per process: connection reuse to Letta/LiteLLM matters for latency.
+        limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
+        timeout = httpx.Timeout(settings.http_timeout_seconds, connect=5.0)
+        async with httpx.AsyncClient(limits=limits, timeout=timeout) as http:
+            pool = await create_pool(settings)
+            app.state.settings = settings
+            app.state.http = http
+            app.state.db = pool
+            app.state.token_verifier = TokenVerifier(
+                audience=settings.jwt_audience,
+                issuer=settings.jwt_issuer,
+                jwks_url=settings.jwks_url or None,
+                jwks=settings.jwks_inline,
+                hs256_secret=settings.jwt_secret,
+                http=http,
+                cache_seconds=settings.jwks_cache_seconds,
+            )
+            app.state.letta = LettaClient(http, settings.letta_base_url, settings.letta_api_token)
+            app.state.litellm = LiteLLMClient(http, settings.litellm_base_url, settings.litellm_master_key)
+            try:
+                yield
+            finally:
+                await pool.close()
+
+    return Litestar(
+        route_handlers=[HealthController, AuthController],
+        lifespan=[lifespan],
+        middleware=[request_id_middleware, auth_middleware],
+        exception_handlers=exception_handlers,
+        cors_config=CORSConfig(
+            allow_origins=settings.cors_allow_origins,
+            allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type", "Accept", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Retry-After"],
+            max_age=600,
+        ),
+        openapi_config=OpenAPIConfig(
+            title="ai-chat-backend",
+            version="0.1.0",
+            description="Personal Letta agents with LiteLLM billing, on Supabase.",
+            path="/schema",
+            render_plugins=[ScalarRenderPlugin()],
+            components=Components(
+                security_schemes={
+                    "SupabaseAccessToken": SecurityScheme(
+                        type="http",
+                        scheme="bearer",
+                        bearer_format="JWT",
+                        description="The Supabase Auth access token of the signed-in user.",
+                    )
+                }
+            ),
+            security=[SecurityRequirement({"SupabaseAccessToken": []})],
+        ),
+        debug=False,
+    )

@@ -1,0 +1,48 @@
+"""``/api/v1/auth``: who the caller is."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar import Controller, Request, get
+from litestar.datastructures import State
+
+from service.auth.tokens import Principal
+from service.profiles import Profile, get_profile
+
+# Claims worth returning to the caller; everything else in a Supabase token is session plumbing.
+_PUBLIC_CLAIMS = (
+    "sub",
+    "email",
+    "phone",
+    "role",
+    "aal",
+    "amr",
+    "session_id",
+    "is_anonymous",
+    "app_metadata",
+    "user_metadata",
+    "exp",
+    "iat",
+)
+
+
+class MeResponse(msgspec.Struct):
+    user_id: str | None
+    role: str
+    claims: dict[str, Any]
+    profile: Profile | None
+
+
+class AuthController(Controller):
+    path = "/api/v1/auth"
+    tags = ["auth"]
+
+    @get("/me", summary="The caller's verified token claims and profile")
+    async def me(self, request: Request[Principal, str, Any], state: State) -> MeResponse:
+        principal = request.user
+        profile = await get_profile(state.db, principal.user_id) if principal.user_id else None
+        claims = {k: principal.claims[k] for k in _PUBLIC_CLAIMS if k in principal.claims}
+        user_id = str(principal.user_id) if principal.user_id else None
+        return MeResponse(user_id=user_id, role=principal.role, claims=claims, profile=profile)

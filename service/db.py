@@ -1,0 +1,35 @@
+"""The service's direct Postgres connection (asyncpg).
+
+Direct SQL rather than PostgREST: transactions, ``FOR UPDATE SKIP LOCKED`` and leases need it. The
+service connects as a privileged role (``postgres`` via Supabase's pooler), so it is the only writer of
+messages and usage while RLS keeps the frontend to reading its own rows.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import asyncpg
+
+from service.settings import Settings
+
+
+async def _init_connection(conn: asyncpg.Connection[Any]) -> None:
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    await conn.set_type_codec("json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def create_pool(settings: Settings) -> asyncpg.Pool[Any]:
+    pool = await asyncpg.create_pool(
+        settings.database_url,
+        min_size=settings.database_pool_min,
+        max_size=settings.database_pool_max,
+        # Supabase's transaction pooler (Supavisor) cannot keep prepared statements across clients.
+        statement_cache_size=0,
+        init=_init_connection,
+        command_timeout=30,
+        server_settings={"application_name": "ai-chat-backend"},
+    )
+    assert pool is not None
+    return pool

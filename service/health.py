@@ -1,0 +1,49 @@
+"""Liveness and readiness.
+
+``/health/live`` answers while the process can serve (container HEALTHCHECK); ``/health/ready``
+reports each dependency with its latency and answers 503 when any is down, so a load balancer stops
+routing chat to a replica that cannot reach Letta, LiteLLM or the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import asyncpg
+from litestar import Controller, Response, get
+from litestar.datastructures import State
+
+from service.clients.letta import LettaClient
+from service.clients.litellm import LiteLLMClient
+
+
+async def _database(pool: asyncpg.Pool[Any]) -> dict[str, Any]:
+    started = time.perf_counter()
+    try:
+        await asyncio.wait_for(pool.fetchval("select 1"), timeout=3.0)
+        result: dict[str, Any] = {"ok": True}
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+    result["latency_ms"] = round((time.perf_counter() - started) * 1000, 1)
+    return {"database": result}
+
+
+class HealthController(Controller):
+    path = "/health"
+    tags = ["health"]
+
+    @get("/live", summary="Liveness: the process is serving")
+    async def live(self) -> dict[str, str]:
+        return {"status": "ok"}
+
+    @get("/ready", summary="Readiness: database, Letta and LiteLLM each reported with latency")
+    async def ready(self, state: State) -> Response[dict[str, Any]]:
+        letta: LettaClient = state.letta
+        litellm: LiteLLMClient = state.litellm
+        checks: dict[str, Any] = {}
+        for part in await asyncio.gather(_database(state.db), letta.health(), litellm.health()):
+            checks.update(part)
+        ok = all(check["ok"] for check in checks.values())
+        return Response({"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503)

@@ -1,0 +1,218 @@
+"""Access-token verification: what is accepted, and every way a forged token is refused."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+
+import httpx
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
+from pytest_httpx import HTTPXMock
+
+from devstack.keys import SigningKey
+from service.auth.tokens import InvalidToken, TokenVerifier
+
+ISSUER = "https://project.supabase.co/auth/v1"
+JWKS_URL = f"{ISSUER}/.well-known/jwks.json"
+USER = uuid.UUID("6f1c2d9e-1b7a-4c1e-9a55-0d4b5a3b2c10")
+
+
+@pytest.fixture(scope="module")
+def key() -> SigningKey:
+    return SigningKey.generate()
+
+
+def verifier(http: httpx.AsyncClient, *, jwks: dict | None = None, secret: str | None = None) -> TokenVerifier:
+    return TokenVerifier(
+        audience="authenticated", issuer=ISSUER, jwks_url=JWKS_URL, jwks=jwks, hs256_secret=secret, http=http
+    )
+
+
+def _b64(data: dict) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+async def test_valid_es256_token_from_inline_jwks(key: SigningKey) -> None:
+    async with httpx.AsyncClient() as http:
+        principal = await verifier(http, jwks=key.jwks()).verify(
+            key.access_token(USER, issuer=ISSUER, email="ann@example.com")
+        )
+    assert principal.user_id == USER
+    assert principal.role == "authenticated"
+    assert principal.email == "ann@example.com"
+    assert not principal.is_admin
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        ({"exp": int(time.time()) - 60}, "expired"),
+        ({"aud": "anon-app"}, "audience"),
+        ({"iss": "https://evil.example/auth/v1"}, "issuer"),
+        ({"role": "anon"}, "role"),
+        ({"sub": "not-a-uuid"}, "subject"),
+    ],
+)
+async def test_claims_are_checked(key: SigningKey, overrides: dict, reason: str) -> None:
+    async with httpx.AsyncClient() as http:
+        with pytest.raises(InvalidToken, match=reason):
+            await verifier(http, jwks=key.jwks()).verify(key.access_token(USER, issuer=ISSUER, **overrides))
+
+
+async def test_token_signed_by_another_key_with_the_same_kid_is_rejected(key: SigningKey) -> None:
+    attacker = SigningKey.generate()
+    attacker.kid = key.kid
+    async with httpx.AsyncClient() as http:
+        with pytest.raises(InvalidToken, match="signature"):
+            await verifier(http, jwks=key.jwks()).verify(attacker.access_token(USER, issuer=ISSUER))
+
+
+async def test_tampered_payload_is_rejected(key: SigningKey) -> None:
+    header, _, signature = key.access_token(USER, issuer=ISSUER).split(".")
+    forged_claims = {
+        "sub": str(uuid.uuid4()),
+        "role": "authenticated",
+        "aud": "authenticated",
+        "iss": ISSUER,
+        "exp": int(time.time()) + 60,
+        "iat": int(time.time()),
+    }
+    async with httpx.AsyncClient() as http:
+        with pytest.raises(InvalidToken):
+            await verifier(http, jwks=key.jwks()).verify(f"{header}.{_b64(forged_claims)}.{signature}")
+
+
+async def test_alg_none_is_rejected(key: SigningKey) -> None:
+    claims = {
+        "sub": str(USER),
+        "role": "authenticated",
+        "aud": "authenticated",
+        "iss": ISSUER,
+        "exp": int(time.time()) + 60,
+        "iat": int(time.time()),
+    }
+    token = f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(claims)}."
+    async with httpx.AsyncClient() as http:
+        with pytest.raises(InvalidToken, match="not accepted"):
+            await verifier(http, jwks=key.jwks(), secret="x" * 32).verify(token)
+
+
+async def test_hs256_is_refused_without_a_configured_secret(key: SigningKey) -> None:
+    token = jwt.encode(
+        {
+            "sub": str(USER),
+            "role": "authenticated",
+            "aud": "authenticated",
+            "iss": ISSUER,
+            "exp": int(time.time()) + 60,
+            "iat": int(time.time()),
+        },
+        "s" * 32,
+        algorithm="HS256",
+    )
+    async with httpx.AsyncClient() as http:
+        with pytest.raises(InvalidToken, match="not accepted"):
+            await verifier(http, jwks=key.jwks()).verify(token)
+        principal = await verifier(http, jwks=key.jwks(), secret="s" * 32).verify(token)
+    assert principal.user_id == USER
+
+
+async def test_rsa_public_key_used_as_hmac_secret_is_rejected() -> None:
+    """Algorithm confusion: an attacker signs HS256 with the published RSA public key as the secret."""
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public_jwk = {**json.loads(RSAAlgorithm.to_jwk(rsa_key.public_key())), "kid": "rsa-1", "alg": "RS256"}
+    public_pem = rsa_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    claims = {
+        "sub": str(USER),
+        "role": "authenticated",
+        "aud": "authenticated",
+        "iss": ISSUER,
+        "exp": int(time.time()) + 60,
+        "iat": int(time.time()),
+    }
+    header = {"alg": "HS256", "kid": "rsa-1", "typ": "JWT"}
+    import hashlib
+    import hmac
+
+    signing_input = f"{_b64(header)}.{_b64(claims)}"
+    mac = hmac.new(public_pem, signing_input.encode(), hashlib.sha256).digest()
+    token = f"{signing_input}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
+    async with httpx.AsyncClient() as http:
+        v = verifier(http, jwks={"keys": [public_jwk]})
+        with pytest.raises(InvalidToken):
+            await v.verify(token)
+        # The same key does verify a genuine RS256 token.
+        good = jwt.encode(claims, rsa_key, algorithm="RS256", headers={"kid": "rsa-1"})
+        assert (await v.verify(good)).user_id == USER
+
+
+async def test_es256_header_naming_an_rsa_key_is_rejected(key: SigningKey) -> None:
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    rsa_jwk = {**json.loads(RSAAlgorithm.to_jwk(rsa_key.public_key())), "kid": key.kid, "alg": "RS256"}
+    async with httpx.AsyncClient() as http:
+        with pytest.raises(InvalidToken, match="does not match"):
+            await verifier(http, jwks={"keys": [rsa_jwk]}).verify(key.access_token(USER, issuer=ISSUER))
+
+
+async def test_jwks_is_fetched_once_and_cached(key: SigningKey, httpx_mock: HTTPXMock) -> None:
+    httpx_mock.add_response(url=JWKS_URL, json=key.jwks())
+    async with httpx.AsyncClient() as http:
+        v = verifier(http)
+        for _ in range(3):
+            assert (await v.verify(key.access_token(USER, issuer=ISSUER))).user_id == USER
+    assert len(httpx_mock.get_requests()) == 1
+
+
+async def test_unknown_kid_refreshes_the_jwks(key: SigningKey, httpx_mock: HTTPXMock) -> None:
+    rotated = SigningKey.generate()
+    httpx_mock.add_response(url=JWKS_URL, json=key.jwks())
+    httpx_mock.add_response(url=JWKS_URL, json={"keys": [key.public_jwk, rotated.public_jwk]})
+    async with httpx.AsyncClient() as http:
+        v = verifier(http)
+        await v.verify(key.access_token(USER, issuer=ISSUER))
+        v._fetched_at -= 60  # past the minimum interval between forced refreshes
+        assert (await v.verify(rotated.access_token(USER, issuer=ISSUER))).user_id == USER
+    assert len(httpx_mock.get_requests()) == 2
+
+
+async def test_random_kids_do_not_hammer_the_jwks_endpoint(key: SigningKey, httpx_mock: HTTPXMock) -> None:
+    httpx_mock.add_response(url=JWKS_URL, json=key.jwks())
+    async with httpx.AsyncClient() as http:
+        v = verifier(http)
+        for _ in range(5):
+            stranger = SigningKey.generate()
+            with pytest.raises(InvalidToken, match="unknown key"):
+                await v.verify(stranger.access_token(USER, issuer=ISSUER))
+    assert len(httpx_mock.get_requests()) == 1
+
+
+async def test_unreachable_jwks_rejects_rather_than_crashes(key: SigningKey, httpx_mock: HTTPXMock) -> None:
+    httpx_mock.add_exception(httpx.ConnectError("refused"), url=JWKS_URL)
+    async with httpx.AsyncClient() as http:
+        with pytest.raises(InvalidToken, match="unknown key"):
+            await verifier(http).verify(key.access_token(USER, issuer=ISSUER))
+
+
+async def test_garbage_and_oversized_tokens_are_rejected(key: SigningKey) -> None:
+    async with httpx.AsyncClient() as http:
+        v = verifier(http, jwks=key.jwks())
+        with pytest.raises(InvalidToken, match="malformed"):
+            await v.verify("not.a.jwt")
+        with pytest.raises(InvalidToken, match="too large"):
+            await v.verify("a" * 10_000)
+
+
+async def test_admin_from_app_metadata(key: SigningKey) -> None:
+    async with httpx.AsyncClient() as http:
+        principal = await verifier(http, jwks=key.jwks()).verify(
+            key.access_token(USER, issuer=ISSUER, app_metadata={"role": "admin"})
+        )
+    assert principal.is_admin
