@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -10,7 +11,7 @@ from litestar import Litestar
 from litestar.config.cors import CORSConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
-from litestar.openapi.spec import Components, SecurityRequirement, SecurityScheme
+from litestar.openapi.spec import Components, SecurityScheme
 
 from service.auth.controller import AuthController
 from service.auth.middleware import auth_middleware
@@ -20,7 +21,9 @@ from service.clients.litellm import LiteLLMClient
 from service.db import create_pool
 from service.errors import exception_handlers
 from service.health import HealthController
-from service.request_context import configure_logging, request_id_middleware
+from service.provisioning.controller import WebhookController
+from service.provisioning.service import Provisioner
+from service.request_context import add_request_id_header, configure_logging, request_id_middleware
 from service.settings import Settings, get_settings
 
 
@@ -49,16 +52,24 @@ def create_app(settings: Settings | None = None) -> Litestar:
             )
             app.state.letta = LettaClient(http, settings.letta_base_url, settings.letta_api_token)
             app.state.litellm = LiteLLMClient(http, settings.litellm_base_url, settings.litellm_master_key)
+            provisioner = Provisioner(pool, app.state.litellm, app.state.letta, settings)
+            app.state.provisioner = provisioner
+            stop = asyncio.Event()
+            reconciler = asyncio.create_task(provisioner.run_reconciler(stop))
             try:
                 yield
             finally:
+                stop.set()
+                await reconciler
+                await provisioner.drain()
                 await pool.close()
 
     return Litestar(
-        route_handlers=[HealthController, AuthController],
+        route_handlers=[HealthController, AuthController, WebhookController],
         lifespan=[lifespan],
         middleware=[request_id_middleware, auth_middleware],
         exception_handlers=exception_handlers,
+        before_send=[add_request_id_header],
         cors_config=CORSConfig(
             allow_origins=settings.cors_allow_origins,
             allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
@@ -82,7 +93,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                     )
                 }
             ),
-            security=[SecurityRequirement({"SupabaseAccessToken": []})],
+            security=[{"SupabaseAccessToken": []}],
         ),
         debug=False,
     )

@@ -10,7 +10,7 @@ from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.types import ExceptionHandlersMap
 
-from service.request_context import current_request_id
+from service.request_context import ensure_request_id
 
 logger = logging.getLogger("service.errors")
 
@@ -45,9 +45,7 @@ def problem_body(
     body: dict[str, Any] = {"type": type_, "title": title, "status": status, "detail": detail}
     if instance:
         body["instance"] = instance
-    request_id = current_request_id()
-    if request_id:
-        body["request_id"] = request_id
+    body["request_id"] = ensure_request_id()
     body.update(extra)
     return body
 

@@ -27,6 +27,15 @@ def current_request_id() -> str | None:
     return _request_id.get()
 
 
+def ensure_request_id() -> str:
+    """The current id, minting one for requests no middleware saw (e.g. Litestar's own 404/405)."""
+    request_id = _request_id.get()
+    if request_id is None:
+        request_id = uuid.uuid4().hex
+        _request_id.set(request_id)
+    return request_id
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: what log shippers (and Supabase's log drains) parse without configuration."""
 
@@ -61,27 +70,29 @@ def configure_logging(level: str) -> None:
 
 
 def request_id_middleware(app: ASGIApp) -> ASGIApp:
-    """ASGI middleware: binds the request id and writes one access-log line per HTTP request."""
+    """ASGI middleware: binds the request id and writes one access-log line per HTTP request.
+
+    The id is not reset afterwards: uvicorn runs every request in its own task (own context), and the
+    exception handler that renders errors raised in later middleware runs after this one returns.
+    """
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in (ScopeType.HTTP, ScopeType.WEBSOCKET):
             await app(scope, receive, send)
             return
         supplied = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), "")
-        request_id = supplied if _VALID_REQUEST_ID.match(supplied) else uuid.uuid4().hex
-        token = _request_id.set(request_id)
+        _request_id.set(supplied if _VALID_REQUEST_ID.match(supplied) else uuid.uuid4().hex)
         started = time.perf_counter()
         status = 0
 
-        async def send_with_id(message: Message) -> None:
+        async def send_recording_status(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
             await send(message)
 
         try:
-            await app(scope, receive, send_with_id)
+            await app(scope, receive, send_recording_status)
         finally:
             if scope["type"] == ScopeType.HTTP:
                 access_logger.info(
@@ -89,10 +100,16 @@ def request_id_middleware(app: ASGIApp) -> ASGIApp:
                     extra={
                         "method": scope.get("method"),
                         "path": scope["path"],
-                        "status": status,
+                        "status": status or 500,
                         "duration_ms": round((time.perf_counter() - started) * 1000, 2),
                     },
                 )
-            _request_id.reset(token)
 
     return middleware
+
+
+async def add_request_id_header(message: Message, scope: Scope) -> None:
+    """``before_send`` hook: Litestar runs it for every response, including rendered errors."""
+    request_id = current_request_id()
+    if message["type"] == "http.response.start" and request_id:
+        message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]

@@ -1,21 +1,129 @@
-"""Letta server API."""
+"""Letta server API, through the official ``letta-client`` SDK.
+
+Letta does not isolate users inside one organisation, so every method here takes ids the service has
+already checked belong to the caller (see ``service.provisioning``). The SDK retries nothing
+(``max_retries=0``): retry policy is ours, in one place.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
 
 import httpx
+import letta_client
+from letta_client import AsyncLetta
 
-from service.clients.base import probe
+from service.clients.base import UpstreamError, probe
 
 SERVICE = "letta"
+T = TypeVar("T")
+
+
+def user_tag(user_id: str) -> str:
+    return f"user:{user_id}"
+
+
+def provider_name(user_id: str) -> str:
+    return f"user-{user_id}"
+
+
+def agent_name(user_id: str) -> str:
+    return f"agent-{user_id}"
+
+
+def _translate(exc: Exception) -> UpstreamError:
+    if isinstance(exc, letta_client.APIStatusError):
+        status = exc.status_code
+        return UpstreamError(
+            SERVICE, f"HTTP {status}: {str(exc)[:300]}", status=status, transient=status >= 500 or status in (408, 429)
+        )
+    return UpstreamError(SERVICE, f"{type(exc).__name__}: {exc}", transient=True)
+
+
+@asynccontextmanager
+async def _letta_errors() -> AsyncIterator[None]:
+    try:
+        yield
+    except (letta_client.APIError, httpx.HTTPError) as exc:
+        raise _translate(exc) from exc
 
 
 class LettaClient:
     def __init__(self, http: httpx.AsyncClient, base_url: str, token: str | None) -> None:
         self._http = http
         self.base_url = base_url.rstrip("/")
-        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.sdk = AsyncLetta(base_url=self.base_url, api_key=token or "", http_client=http, max_retries=0)
+
+    async def call(self, operation: Callable[[], Awaitable[T]]) -> T:
+        """Run one SDK call with Letta's errors turned into ``UpstreamError``."""
+        async with _letta_errors():
+            return await operation()
 
     async def health(self) -> dict[str, Any]:
         return await probe(self._http, f"{self.base_url}/v1/health/", SERVICE)
+
+    # -- providers: one BYOK provider per user carries that user's LiteLLM key ----------------------------
+    # letta-client 1.12.1 has no providers resource: raw calls through the SDK's transport.
+    async def find_provider(self, name: str) -> dict[str, Any] | None:
+        found = await self.call(
+            lambda: self.sdk.get("/v1/providers/", cast_to=object, options={"params": {"name": name}})
+        )
+        matches = [p for p in found if isinstance(p, dict) and p.get("name") == name] if isinstance(found, list) else []
+        return matches[0] if matches else None
+
+    async def create_provider(self, name: str, api_key: str, base_url: str) -> dict[str, Any]:
+        body = {"name": name, "provider_type": "openai", "api_key": api_key, "base_url": base_url}
+        created = await self.call(lambda: self.sdk.post("/v1/providers/", cast_to=object, body=body))
+        assert isinstance(created, dict)
+        return created
+
+    async def update_provider_key(self, provider_id: str, api_key: str, base_url: str) -> None:
+        body = {"api_key": api_key, "base_url": base_url}
+        await self.call(lambda: self.sdk.patch(f"/v1/providers/{provider_id}", cast_to=object, body=body))
+
+    async def get_provider(self, provider_id: str) -> dict[str, Any] | None:
+        try:
+            found = await self.call(lambda: self.sdk.get(f"/v1/providers/{provider_id}", cast_to=object))
+        except UpstreamError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return found if isinstance(found, dict) else None
+
+    async def delete_provider(self, provider_id: str) -> None:
+        try:
+            await self.call(lambda: self.sdk.delete(f"/v1/providers/{provider_id}", cast_to=object))
+        except UpstreamError as exc:
+            if exc.status != 404:
+                raise
+
+    # -- agents -----------------------------------------------------------------------------------------
+    async def agents_of(self, user_id: str) -> list[Any]:
+        """Every agent tagged as the user's, oldest first."""
+
+        async def collect() -> list[Any]:
+            page = await self.sdk.agents.list(tags=[user_tag(user_id)], match_all_tags=True, limit=50)
+            agents = list(page.items)
+            return sorted(agents, key=lambda a: (str(a.created_at or ""), a.id))
+
+        return await self.call(collect)
+
+    async def create_agent(self, spec: dict[str, Any]) -> Any:
+        return await self.call(lambda: self.sdk.agents.create(**spec))
+
+    async def get_agent(self, agent_id: str) -> Any | None:
+        try:
+            return await self.call(lambda: self.sdk.agents.retrieve(agent_id))
+        except UpstreamError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def delete_agent(self, agent_id: str) -> None:
+        try:
+            await self.call(lambda: self.sdk.agents.delete(agent_id))
+        except UpstreamError as exc:
+            if exc.status != 404:
+                raise

@@ -37,5 +37,67 @@ class LiteLLMClient:
         """The OpenAI-compatible endpoint Letta calls with each user's key."""
         return f"{self.base_url}/v1"
 
+    async def user_info(self, user_id: str) -> dict[str, Any] | None:
+        """``GET /user/info``; None when LiteLLM does not know the user."""
+        try:
+            body = await self._request("GET", "/user/info", params={"user_id": user_id})
+        except UpstreamError as exc:
+            if exc.status in (400, 404):
+                return None
+            raise
+        info = body.get("user_info") if isinstance(body, dict) else None
+        return body if isinstance(info, dict) and info else None
+
+    async def create_user(self, user_id: str, max_budget: float, budget_duration: str, email: str | None) -> str:
+        """``POST /user/new``: the user with its budget and a first key; returns that key."""
+        payload: dict[str, Any] = {
+            "user_id": user_id,
+            "max_budget": max_budget,
+            "budget_duration": budget_duration,
+            "auto_create_key": True,
+        }
+        if email:
+            payload["user_email"] = email
+        body = await self._request("POST", "/user/new", json=payload)
+        return _key_from(body)
+
+    async def generate_key(self, user_id: str) -> str:
+        """``POST /key/generate`` for an existing user (a key lost before we stored it cannot be read back)."""
+        body = await self._request("POST", "/key/generate", json={"user_id": user_id})
+        return _key_from(body)
+
+    async def ensure_user_key(self, user_id: str, max_budget: float, budget_duration: str, email: str | None) -> str:
+        """A usable key for the user, creating the user if LiteLLM does not know it yet."""
+        if await self.user_info(user_id) is None:
+            try:
+                return await self.create_user(user_id, max_budget, budget_duration, email)
+            except UpstreamError as exc:
+                # Created concurrently (or by an earlier attempt that we never heard back from).
+                if exc.transient or await self.user_info(user_id) is None:
+                    raise
+        return await self.generate_key(user_id)
+
+    async def update_user(self, user_id: str, **fields: Any) -> dict[str, Any]:
+        result: dict[str, Any] = await self._request("POST", "/user/update", json={"user_id": user_id, **fields})
+        return result
+
+    async def delete_user(self, user_id: str) -> None:
+        """``POST /user/delete``; a user LiteLLM does not know is already deleted."""
+        if await self.user_info(user_id) is None:
+            return
+        await self._request("POST", "/user/delete", json={"user_ids": [user_id]})
+
+    async def model_info(self) -> list[dict[str, Any]]:
+        body = await self._request("GET", "/model/info")
+        data = body.get("data") if isinstance(body, dict) else None
+        return data if isinstance(data, list) else []
+
     async def health(self) -> dict[str, Any]:
         return await probe(self._http, f"{self.base_url}/health/liveliness", SERVICE)
+
+
+def _key_from(body: Any) -> str:
+    key = body.get("key") if isinstance(body, dict) else None
+    if not isinstance(key, str) or not key:
+        raise UpstreamError(SERVICE, "response carries no key", transient=False)
+    return key

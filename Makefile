@@ -1,0 +1,52 @@
+# ai-chat-backend: `make dev` runs the whole system locally, `make test` runs every test.
+# Both install what they need first (apt packages, venvs, npm tools) and reuse it on later runs.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: install dev test test-unit test-integration test-e2e test-deno lint typecheck format bench clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+.devstack/.installed: devstack/install.sh devstack/letta-server-0.16.8.requirements.txt
+	bash devstack/install.sh
+	touch $@
+
+install: $(VENV)/.installed .devstack/.installed
+
+dev: install
+	$(PY) -m devstack.stack up
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(VENV)/.installed
+	$(VENV)/bin/mypy
+
+test: install lint typecheck
+	$(PY) -m pytest -q
+
+test-unit: $(VENV)/.installed
+	$(PY) -m pytest -q tests/unit
+
+test-integration: install
+	$(PY) -m pytest -q tests/integration
+
+test-e2e: install
+	$(PY) -m pytest -q tests/e2e
+
+format: $(VENV)/.installed
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: install
+	$(PY) -m bench.run_all
+
+clean:
+	rm -rf .devstack/run

@@ -1,0 +1,384 @@
+"""The whole system on one machine: what `make dev` runs and what the end-to-end tests boot.
+
+Components, all real except the doubles named as such:
+- PostgreSQL (pgserver's 16 + pgvector) with two databases: ``postgres`` (the Supabase schema: local
+  bootstrap + our migrations, applied like a deployer would) and ``letta`` (Letta's own tables);
+- the pg_net stand-in's relay, which delivers the webhooks our auth trigger queues;
+- the LiteLLM test double (devstack/doubles), standing in for LiteLLM in database mode and the LLM;
+- the Letta 0.16.8 server;
+- the signup-webhook Edge Function under Deno (when present);
+- the service.
+
+Usage: ``python -m devstack.stack up`` (foreground, Ctrl-C stops everything it started).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+
+from devstack.keys import SigningKey
+from devstack.letta_server import LettaServer
+from devstack.letta_server import migrate as migrate_letta
+from devstack.migrate import apply_migrations
+from devstack.postgres import LocalPostgres
+
+ROOT = Path(__file__).resolve().parent.parent
+DEVSTACK = ROOT / ".devstack"
+PYTHON = ROOT / ".venv" / "bin" / "python"
+DENO = DEVSTACK / "node" / "node_modules" / ".bin" / "deno"
+EDGE_FUNCTION = ROOT / "supabase" / "functions" / "signup-webhook" / "index.ts"
+
+
+@dataclass
+class StackConfig:
+    """Ports and secrets of one stack. Dev and test stacks use different ports and state folders."""
+
+    name: str = "dev"
+    pg_port: int = 54322
+    letta_port: int = 8283
+    litellm_port: int = 4000
+    service_port: int = 8000
+    functions_port: int = 54321
+    master_key: str = "sk-litellm-master-local-dev"
+    # Local-only secrets: fixed so a second `make dev` keeps working with stored data.
+    webhook_secret: str = "local-dev-webhook-secret-0123456789abcdef"
+    standard_webhook_secret: str = "whsec_bG9jYWwtZGV2LXN0YW5kYXJkLXdlYmhvb2stc2VjcmV0"
+    letta_encryption_key: str = "local-dev-letta-encryption-key-0123456789"
+    service_env: dict[str, str] = field(default_factory=dict)
+    fresh: bool = False
+
+    @property
+    def state_dir(self) -> Path:
+        return DEVSTACK / "run" / self.name
+
+    @property
+    def supabase_url(self) -> str:
+        # Where Supabase's API would be; locally it is the Edge Functions server, and the JWKS is inline.
+        return f"http://127.0.0.1:{self.functions_port}"
+
+    @property
+    def issuer(self) -> str:
+        return f"{self.supabase_url}/auth/v1"
+
+    @property
+    def service_url(self) -> str:
+        return f"http://127.0.0.1:{self.service_port}"
+
+    @property
+    def litellm_url(self) -> str:
+        return f"http://127.0.0.1:{self.litellm_port}"
+
+    @property
+    def letta_url(self) -> str:
+        return f"http://127.0.0.1:{self.letta_port}"
+
+    @property
+    def function_url(self) -> str:
+        return f"{self.supabase_url}/functions/v1/signup-webhook"
+
+
+class ManagedProcess:
+    """A child process with its own log file and process group, so stopping it stops its children."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_path: Path, cwd: Path = ROOT) -> None:
+        self.name, self.argv, self.env, self.log_path, self.cwd = name, argv, env, log_path, cwd
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            self.argv,
+            env={**os.environ, **self.env},
+            cwd=self.cwd,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def is_running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def wait_http(url: str, timeout: float, process: ManagedProcess | None = None, ok: tuple[int, ...] = (200,)) -> None:
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        if process is not None and not process.is_running():
+            raise RuntimeError(f"{process.name} exited during start-up:\n{process.log_tail()}")
+        try:
+            response = httpx.get(url, timeout=2.0)
+            if response.status_code in ok:
+                return
+            last = f"HTTP {response.status_code}"
+        except httpx.HTTPError as exc:
+            last = type(exc).__name__
+        time.sleep(0.2)
+    tail = process.log_tail() if process else ""
+    raise RuntimeError(f"{url} not ready after {timeout:.0f}s ({last})\n{tail}")
+
+
+class Stack:
+    def __init__(self, config: StackConfig, postgres: LocalPostgres | None = None) -> None:
+        self.config = config
+        self.state_dir = config.state_dir
+        if config.fresh and postgres is None and self.state_dir.exists():
+            shutil.rmtree(self.state_dir)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._own_postgres = postgres is None
+        self.postgres = postgres or LocalPostgres(self.state_dir / "pg", config.pg_port)
+        self.signing_key = SigningKey.load_or_create(self.state_dir / "auth-signing-key.pem")
+        self.processes: dict[str, ManagedProcess] = {}
+        self.letta: LettaServer | None = None
+
+    # -- URLs and settings the tests and `make dev` need -------------------------------------------------
+    @property
+    def database_url(self) -> str:
+        return self.postgres.url("postgres")
+
+    @property
+    def letta_database_url(self) -> str:
+        return self.postgres.url("letta")
+
+    def service_environment(self) -> dict[str, str]:
+        c = self.config
+        env = {
+            "ENVIRONMENT": "development",
+            "LOG_LEVEL": "info",
+            "HOST": "127.0.0.1",
+            "PORT": str(c.service_port),
+            "DATABASE_URL": self.database_url,
+            "SUPABASE_URL": c.supabase_url,
+            "SUPABASE_JWKS": json.dumps(self.signing_key.jwks()),
+            "SUPABASE_SERVICE_KEY": f"local-service-role-key-{c.name}-0123456789",
+            "LETTA_BASE_URL": c.letta_url,
+            "LITELLM_BASE_URL": c.litellm_url,
+            "LITELLM_MASTER_KEY": c.master_key,
+            "WEBHOOK_SECRET": c.webhook_secret,
+            "STANDARD_WEBHOOK_SECRET": c.standard_webhook_secret,
+            "CORS_ALLOW_ORIGINS": "http://localhost:3000,http://127.0.0.1:3000",
+            "RECONCILE_INTERVAL_SECONDS": "5",
+        }
+        env.update(c.service_env)
+        return env
+
+    def access_token(self, user_id: Any, **kwargs: Any) -> str:
+        return self.signing_key.access_token(user_id, issuer=self.config.issuer, **kwargs)
+
+    # -- lifecycle ------------------------------------------------------------------------------------------
+    def _process(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> ManagedProcess:
+        process = ManagedProcess(name, argv, env or {}, self.state_dir / "logs" / f"{name}.log")
+        process.start()
+        self.processes[name] = process
+        return process
+
+    def start_database(self) -> None:
+        self.postgres.init()
+        if not self.postgres.is_running():
+            self.postgres.start()
+        self.postgres.create_database("letta", extensions=["vector"])
+        apply_migrations(self.database_url, bootstrap=True)
+        # A deployer's step on a real project (see README): tell the auth trigger where to send webhooks.
+        target = (
+            self.config.function_url if self.edge_function_available() else f"{self.config.service_url}/webhooks/auth"
+        )
+        self.postgres.psql(
+            "insert into private.webhook_config (id, url, secret) values (true, "
+            f"'{target}', '{self.config.webhook_secret}') "
+            "on conflict (id) do update set url = excluded.url, secret = excluded.secret",
+            "postgres",
+        )
+
+    @staticmethod
+    def edge_function_available() -> bool:
+        return EDGE_FUNCTION.exists() and DENO.exists()
+
+    def start_litellm(self) -> None:
+        c = self.config
+        process = self._process(
+            "litellm-double",
+            [
+                str(PYTHON),
+                "-m",
+                "devstack.doubles.litellm_double",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(c.litellm_port),
+                "--master-key",
+                c.master_key,
+                "--state-file",
+                str(self.state_dir / "litellm.json"),
+            ],
+        )
+        wait_http(f"{c.litellm_url}/health/liveliness", 30, process)
+
+    def start_letta(self) -> None:
+        c = self.config
+        migrate_letta(self.letta_database_url)
+        self.letta = LettaServer(
+            port=c.letta_port,
+            pg_url=self.letta_database_url,
+            log_path=self.state_dir / "logs" / "letta.log",
+            env_extra={
+                "LETTA_ENCRYPTION_KEY": c.letta_encryption_key,
+                # Letta's embedding calls use this global key, not the per-user provider key: archival
+                # memory embeddings are billed to the platform (see README).
+                "OPENAI_API_KEY": c.master_key,
+            },
+        )
+        self.letta.start()
+
+    def wait_letta(self) -> None:
+        assert self.letta is not None
+        self.letta.wait_healthy(timeout=120)
+
+    def start_relay(self) -> None:
+        self._process("pgnet-relay", [str(PYTHON), "-m", "devstack.pgnet_relay", "--db-url", self.database_url])
+
+    def start_edge_function(self) -> None:
+        if not self.edge_function_available():
+            return
+        c = self.config
+        process = self._process(
+            "edge-function",
+            [str(DENO), "serve", "--allow-env", "--allow-net", "--port", str(c.functions_port), str(EDGE_FUNCTION)],
+            {
+                "SERVICE_WEBHOOK_URL": f"{c.service_url}/webhooks/auth",
+                "WEBHOOK_SECRET": c.webhook_secret,
+                "STANDARD_WEBHOOK_SECRET": c.standard_webhook_secret,
+                "DENO_NO_UPDATE_CHECK": "1",
+            },
+        )
+        wait_http(f"{c.supabase_url}/functions/v1/health", 30, process, ok=(200, 404, 405))
+
+    def start_service(self) -> None:
+        process = self._process("service", [str(PYTHON), "-m", "service"], self.service_environment())
+        wait_http(f"{self.config.service_url}/health/live", 30, process)
+
+    def up(self) -> Stack:
+        try:
+            self.start_database()
+            self.start_letta()  # slowest to boot: start it first, wait for it last
+            self.start_litellm()
+            self.start_relay()
+            self.start_edge_function()
+            self.wait_letta()
+            self.start_service()
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def down(self) -> None:
+        for process in reversed(list(self.processes.values())):
+            process.stop()
+        self.processes.clear()
+        if self.letta is not None:
+            self.letta.stop()
+            self.letta = None
+        if self._own_postgres and self.postgres.is_running():
+            self.postgres.stop()
+
+    def restart_service(self, **env: str) -> None:
+        self.processes.pop("service").stop()
+        self.config.service_env.update(env)
+        self.start_service()
+
+
+def _print_banner(stack: Stack) -> None:
+    c = stack.config
+    print(
+        f"""
+ai-chat-backend is running (Ctrl-C stops everything)
+
+  service        {c.service_url}        (OpenAPI: {c.service_url}/schema)
+  Postgres       {stack.database_url}
+  Letta          {c.letta_url}
+  LiteLLM double {c.litellm_url}   (master key {c.master_key})
+  logs           {stack.state_dir / "logs"}
+
+Create a user the way Supabase Auth does and get an access token:
+  TOKEN=$(.venv/bin/python -m devstack.create_user --email ann@example.com --name Ann)
+
+Then:
+  curl -s {c.service_url}/api/v1/auth/me -H "Authorization: Bearer $TOKEN"
+  curl -N {c.service_url}/api/v1/chat/message -H "Authorization: Bearer $TOKEN" \\
+       -H 'Content-Type: application/json' -H 'Accept: text/event-stream' \\
+       -d '{{"content": "remember that my cat is Miso"}}'
+""",
+        flush=True,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["up"])
+    parser.add_argument("--fresh", action="store_true", help="delete the dev stack's data first")
+    args = parser.parse_args()
+    stack = Stack(StackConfig(fresh=args.fresh))
+    (stack.state_dir / "stack.json").write_text(
+        json.dumps(
+            {"issuer": stack.config.issuer, "database_url": stack.database_url, "service_url": stack.config.service_url}
+        )
+    )
+    started = time.monotonic()
+    stack.up()
+    _print_banner(stack)
+    print(f"up in {time.monotonic() - started:.1f}s", flush=True)
+    stop = False
+
+    def _stop(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        while not stop:
+            for process in stack.processes.values():
+                if not process.is_running():
+                    print(f"{process.name} exited:\n{process.log_tail()}", file=sys.stderr)
+                    stop = True
+            time.sleep(0.5)
+    finally:
+        print("stopping...", flush=True)
+        stack.down()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""The Letta agent every user gets (seed 001 §5, mapped to Letta 0.16.8).
+
+The seed names the tools of Letta's older agent type. ``letta_v1_agent`` (Letta's default, and the type
+that streams tokens cleanly) answers with plain assistant content and edits memory with newer tools:
+
+| seed tool                | Letta 0.16.8 ``letta_v1_agent``               |
+|--------------------------|-----------------------------------------------|
+| ``send_message``         | none needed: replies are assistant content    |
+| ``core_memory_append``   | ``memory_insert``                             |
+| ``core_memory_replace``  | ``memory_replace``                            |
+| ``archival_memory_insert`` | ``archival_memory_insert`` (requested)      |
+| ``archival_memory_search`` | ``archival_memory_search`` (requested)      |
+| (new)                    | ``conversation_search``: recall past messages |
+
+The model is reached through the user's own BYOK provider (their LiteLLM key), named in an explicit
+``llm_config``: Letta's ``provider/model`` handles are shared across the organisation and would bill
+every user's calls to one key.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from service.clients.letta import agent_name, user_tag
+from service.settings import Settings
+
+PERSONA = (
+    "You are a helpful, intelligent assistant with perfect memory. You remember all conversations and "
+    "can recall any detail from past interactions."
+)
+MEMORY_TOOLS = [
+    "memory_insert",
+    "memory_replace",
+    "conversation_search",
+    "archival_memory_insert",
+    "archival_memory_search",
+]
+BLOCK_LIMIT = 5000
+
+
+def human_block(display_name: str | None) -> str:
+    return f"User's name: {display_name or 'Friend'}"
+
+
+def agent_spec(
+    settings: Settings,
+    user_id: str,
+    display_name: str | None,
+    provider: str,
+    llm_endpoint: str,
+    blocks: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Keyword arguments for ``client.agents.create``; ``blocks`` carries memory over an agent reset."""
+    values = {"human": human_block(display_name), "persona": PERSONA, **(blocks or {})}
+    return {
+        "name": agent_name(user_id),
+        "agent_type": "letta_v1_agent",
+        "tags": [user_tag(user_id)],
+        "metadata": {"user_id": user_id, "managed_by": "ai-chat-backend"},
+        "memory_blocks": [
+            {"label": label, "value": values[label], "limit": BLOCK_LIMIT} for label in ("human", "persona")
+        ],
+        "tools": MEMORY_TOOLS,
+        "include_base_tools": False,
+        "llm_config": {
+            "model": settings.llm_model,
+            "model_endpoint_type": "openai",
+            "model_endpoint": llm_endpoint,
+            "provider_name": provider,
+            "provider_category": "byok",
+            "context_window": settings.llm_context_window,
+        },
+        "embedding_config": {
+            "embedding_model": settings.embedding_model,
+            "embedding_endpoint_type": "openai",
+            "embedding_endpoint": llm_endpoint,
+            "embedding_dim": settings.embedding_dim,
+            "embedding_chunk_size": 300,
+        },
+    }

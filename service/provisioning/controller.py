@@ -1,0 +1,88 @@
+"""``POST /webhooks/auth``: the signup/deletion webhook from the ``auth.users`` triggers.
+
+Reaches us through the Edge Function relay (Standard Webhooks signature) or straight from pg_net (shared
+secret header). Verified before the body is parsed, answered 202 at once; the work runs in the
+background and is idempotent, so at-least-once delivery and storms are harmless.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Literal
+
+import msgspec
+from litestar import Controller, Request, Response, post
+from litestar.datastructures import State
+from litestar.exceptions import NotAuthorizedException
+
+from service.errors import ProblemError
+from service.provisioning.service import Provisioner
+from service.settings import Settings
+from service.webhook_auth import WebhookAuthError, verify_shared_secret, verify_standard_webhook
+
+MAX_WEBHOOK_BYTES = 64 * 1024
+
+
+class UserRecord(msgspec.Struct):
+    id: uuid.UUID
+
+
+class AuthUsersWebhook(msgspec.Struct):
+    """The Database Webhook payload shape (trimmed by our trigger: no password hash, no tokens)."""
+
+    type: Literal["INSERT", "UPDATE", "DELETE"]
+    table: Literal["users"]
+    schema: Literal["auth"]
+    record: UserRecord | None = None
+    old_record: UserRecord | None = None
+
+
+class WebhookAccepted(msgspec.Struct):
+    accepted: bool
+    type: str
+    user_id: str
+
+
+def authenticate_webhook(settings: Settings, headers: Any, body: bytes) -> None:
+    try:
+        if "webhook-signature" in headers and settings.standard_webhook_secret:
+            verify_standard_webhook(settings.standard_webhook_secret, headers, body, settings.webhook_tolerance_seconds)
+        elif settings.webhook_secret:
+            verify_shared_secret(settings.webhook_secret, headers.get("x-webhook-secret"))
+        else:
+            raise WebhookAuthError("no webhook secret is configured on the service")
+    except WebhookAuthError as exc:
+        raise NotAuthorizedException(detail=str(exc)) from exc
+
+
+class WebhookController(Controller):
+    path = "/webhooks"
+    tags = ["webhooks"]
+
+    @post("/auth", status_code=202, summary="auth.users INSERT/DELETE webhook (signed)", security=[])
+    async def auth_users(self, request: Request[Any, Any, Any], state: State) -> Response[WebhookAccepted]:
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > MAX_WEBHOOK_BYTES:
+            raise ProblemError(413, f"webhook body is over {MAX_WEBHOOK_BYTES} bytes")
+        body = await request.body()
+        if len(body) > MAX_WEBHOOK_BYTES:
+            raise ProblemError(413, f"webhook body is over {MAX_WEBHOOK_BYTES} bytes")
+        authenticate_webhook(state.settings, request.headers, body)
+        try:
+            event = msgspec.json.decode(body, type=AuthUsersWebhook)
+        except msgspec.ValidationError as exc:
+            raise ProblemError(400, f"webhook payload is not an auth.users event: {exc}") from exc
+        except msgspec.DecodeError as exc:
+            raise ProblemError(400, "webhook body is not valid JSON") from exc
+        provisioner: Provisioner = state.provisioner
+        if event.type == "DELETE":
+            if event.old_record is None:
+                raise ProblemError(400, "a DELETE event needs old_record.id")
+            user_id = event.old_record.id
+            provisioner.schedule_deprovision(user_id)
+        else:
+            if event.record is None:
+                raise ProblemError(400, f"an {event.type} event needs record.id")
+            user_id = event.record.id
+            provisioner.schedule(user_id)
+        return Response(WebhookAccepted(accepted=True, type=event.type, user_id=str(user_id)), status_code=202)

@@ -1,0 +1,136 @@
+"""The service in-process against the real Postgres: token checks, problem details, /auth/me."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+from devstack.gotrue import sign_up
+from devstack.keys import SigningKey
+from service.app import create_app
+from service.settings import load_settings
+
+SUPABASE_URL = "http://127.0.0.1:54321"
+ISSUER = f"{SUPABASE_URL}/auth/v1"
+SERVICE_KEY = "test-service-role-key-0123456789abcdef"
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def signing_key() -> SigningKey:
+    return SigningKey.generate()
+
+
+@pytest.fixture
+def app(database_url: str, signing_key: SigningKey) -> Litestar:
+    settings = load_settings(
+        {
+            "DATABASE_URL": database_url,
+            "SUPABASE_URL": SUPABASE_URL,
+            "SUPABASE_JWKS": json.dumps(signing_key.jwks()),
+            "SUPABASE_SERVICE_KEY": SERVICE_KEY,
+            # Nothing listens here: /auth/me must not need Letta or LiteLLM.
+            "LETTA_BASE_URL": "http://127.0.0.1:9",
+            "LITELLM_BASE_URL": "http://127.0.0.1:9",
+            "LITELLM_MASTER_KEY": "sk-unused",
+            "LOG_LEVEL": "warning",
+        }
+    )
+    return create_app(settings)
+
+
+@pytest.fixture
+async def client(app: Litestar) -> AsyncIterator[AsyncTestClient[Litestar]]:
+    async with AsyncTestClient(app) as client:
+        yield client
+
+
+def assert_problem(response, status: int) -> dict:  # type: ignore[no-untyped-def]
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body = response.json()
+    assert body["status"] == status
+    assert body["title"] and body["detail"]
+    assert body["request_id"] == response.headers["x-request-id"]
+    return body
+
+
+async def test_me_returns_claims_and_the_profile_the_trigger_created(
+    client: AsyncTestClient[Litestar], database_url: str, signing_key: SigningKey
+) -> None:
+    user_id = await sign_up(database_url, "ann@example.com", {"full_name": "Ann"})
+    token = signing_key.access_token(user_id, issuer=ISSUER, email="ann@example.com")
+    response = await client.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["user_id"] == str(user_id)
+    assert body["claims"]["email"] == "ann@example.com"
+    assert body["profile"]["agent_status"] == "pending"
+    assert body["profile"]["display_name"] == "Ann"
+    assert "litellm_key" not in response.text
+
+
+@pytest.mark.parametrize(
+    "make_token",
+    [
+        pytest.param(lambda k, u: SigningKey.generate().access_token(u, issuer=ISSUER), id="forged"),
+        pytest.param(lambda k, u: k.access_token(u, issuer=ISSUER, exp=int(time.time()) - 120), id="expired"),
+        pytest.param(lambda k, u: k.access_token(u, issuer=ISSUER, audience="other"), id="wrong-audience"),
+        pytest.param(lambda k, u: k.access_token(u, issuer="https://evil.example/auth/v1"), id="wrong-issuer"),
+        pytest.param(lambda k, u: "garbage", id="garbage"),
+    ],
+)
+async def test_bad_tokens_get_401_problem_details(
+    client: AsyncTestClient[Litestar], signing_key: SigningKey, make_token
+) -> None:  # type: ignore[no-untyped-def]
+    token = make_token(signing_key, uuid.uuid4())
+    response = await client.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {token}"})
+    assert_problem(response, 401)
+
+
+async def test_missing_or_malformed_authorization_header(client: AsyncTestClient[Litestar]) -> None:
+    assert_problem(await client.get("/api/v1/auth/me"), 401)
+    body = assert_problem(await client.get("/api/v1/auth/me", headers={"Authorization": "Basic abc"}), 401)
+    assert "Bearer" in body["detail"]
+
+
+async def test_service_key_is_the_service_role(client: AsyncTestClient[Litestar]) -> None:
+    response = await client.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {SERVICE_KEY}"})
+    assert response.status_code == 200
+    assert response.json()["role"] == "service_role"
+    assert response.json()["profile"] is None
+
+
+async def test_unknown_route_and_method_are_problem_details(client: AsyncTestClient[Litestar]) -> None:
+    token_free = await client.get("/health/nope")
+    assert_problem(token_free, 404)
+    assert_problem(await client.post("/health/live"), 405)
+
+
+async def test_request_id_is_echoed_when_sane(client: AsyncTestClient[Litestar]) -> None:
+    response = await client.get("/health/live", headers={"X-Request-ID": "frontend-123"})
+    assert response.headers["x-request-id"] == "frontend-123"
+    response = await client.get("/health/live", headers={"X-Request-ID": "bad id\nwith newline"})
+    assert response.headers["x-request-id"] != "bad id\nwith newline"
+
+
+async def test_readiness_reports_each_dependency(client: AsyncTestClient[Litestar]) -> None:
+    response = await client.get("/health/ready")
+    assert response.status_code == 503
+    checks = response.json()["checks"]
+    assert checks["database"]["ok"] is True
+    assert checks["letta"]["ok"] is False and "latency_ms" in checks["letta"]
+    assert checks["litellm"]["ok"] is False
+
+
+async def test_openapi_schema_is_served(client: AsyncTestClient[Litestar]) -> None:
+    response = await client.get("/schema/openapi.json")
+    assert response.status_code == 200
+    assert "/api/v1/auth/me" in response.json()["paths"]

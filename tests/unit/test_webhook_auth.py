@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from service.webhook_auth import (
+    WebhookAuthError,
+    sign_standard_webhook,
+    verify_shared_secret,
+    verify_standard_webhook,
+)
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+BODY = b'{"type":"INSERT","table":"users","schema":"auth","record":{"id":"x"},"old_record":null}'
+
+
+def headers(ts: int, body: bytes = BODY, message_id: str = "msg_1", secret: str = SECRET) -> dict[str, str]:
+    return {
+        "webhook-id": message_id,
+        "webhook-timestamp": str(ts),
+        "webhook-signature": sign_standard_webhook(secret, message_id, ts, body),
+    }
+
+
+def test_known_vector_from_the_standard_webhooks_spec() -> None:
+    # The example in the Standard Webhooks specification (github.com/standard-webhooks/standard-webhooks).
+    body = b'{"test": 2432232314}'
+    signature = sign_standard_webhook(SECRET, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body)
+    assert signature == "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+
+
+def test_valid_signature_is_accepted() -> None:
+    now = int(time.time())
+    assert verify_standard_webhook(SECRET, headers(now), BODY, 300) == "msg_1"
+
+
+def test_rotated_signature_list_is_accepted() -> None:
+    now = int(time.time())
+    h = headers(now)
+    h["webhook-signature"] = f"v1,AAAA {h['webhook-signature']}"
+    assert verify_standard_webhook(SECRET, h, BODY, 300) == "msg_1"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "reason"),
+    [
+        (lambda h, now: h.update({"webhook-timestamp": str(now - 600)}), "tolerance"),
+        (lambda h, now: h.update({"webhook-timestamp": str(now + 600)}), "tolerance"),
+        (lambda h, now: h.update({"webhook-id": "msg_other"}), "does not verify"),
+        (lambda h, now: h.pop("webhook-signature"), "missing"),
+        (lambda h, now: h.update({"webhook-timestamp": "soon"}), "integer"),
+        (lambda h, now: h.update(headers(now, secret="whsec_b3RoZXItc2VjcmV0")), "does not verify"),
+    ],
+)
+def test_tampering_and_replay_are_rejected(mutate, reason: str) -> None:  # type: ignore[no-untyped-def]
+    now = int(time.time())
+    h = headers(now)
+    mutate(h, now)
+    with pytest.raises(WebhookAuthError, match=reason):
+        verify_standard_webhook(SECRET, h, BODY, 300)
+
+
+def test_modified_body_is_rejected() -> None:
+    now = int(time.time())
+    with pytest.raises(WebhookAuthError, match="does not verify"):
+        verify_standard_webhook(SECRET, headers(now), BODY.replace(b"INSERT", b"DELETE"), 300)
+
+
+def test_shared_secret() -> None:
+    verify_shared_secret("s" * 40, "s" * 40)
+    for supplied in (None, "", "s" * 39, "t" * 40):
+        with pytest.raises(WebhookAuthError):
+            verify_shared_secret("s" * 40, supplied)
