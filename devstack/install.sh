@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Installs the local stack's tools under .devstack/ (gitignored): PostgreSQL 16 + pgvector (pgserver
+# wheel) with pgTAP, the Letta server 0.16.8 in its own venv plus its alembic migrations, and Deno.
+# Idempotent: each step leaves a marker naming its pinned version, and a rerun skips finished steps.
+# Run from anywhere: ./devstack/install.sh
+set -euo pipefail
+
+PGSERVER_VERSION=0.1.4
+LETTA_VERSION=0.16.8
+DENO_VERSION=2.9.6
+APT_PACKAGES=(postgresql-15 postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl postgresql-client-15)
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+DS=.devstack
+MARKERS=$DS/markers
+PY=${PYTHON:-python3.11}
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
+mkdir -p "$MARKERS"
+
+step() { printf '==> %s\n' "$*"; }
+done_marker() { [[ -f "$MARKERS/$1" ]]; }
+mark() { touch "$MARKERS/$1"; }
+SUDO=()
+if [[ $EUID -ne 0 ]]; then SUDO=(sudo); fi
+
+# --- apt: Debian's PostgreSQL 15 gives us the postgres OS user, psql, pgTAP and pg_prove ----------
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    status="$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)"
+    [[ $status == "install ok installed" ]] || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    step "apt-get install ${missing[*]}"
+    # `env` because sudo drops the caller's environment.
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        "${missing[@]}" >/dev/null
+else
+    step "apt packages present"
+fi
+
+# --- pgserver: a relocatable PostgreSQL 16.2 build that includes pgvector (Debian has no pgvector) --
+PG_ROOT=$DS/pgserver
+PG_BIN=$PG_ROOT/pgserver/pginstall/bin
+if ! done_marker "pgserver-$PGSERVER_VERSION"; then
+    step "pgserver==$PGSERVER_VERSION -> $PG_ROOT"
+    rm -rf "$PG_ROOT"
+    "$PY" -m pip install -qq --no-deps --target "$PG_ROOT" "pgserver==$PGSERVER_VERSION"
+    chmod +x "$PG_BIN"/*
+    # pgTAP is pure SQL, so Debian's PG15 extension files work in this PG16 installation.
+    ext_dir="$("$PG_BIN/pg_config" --sharedir)/extension"
+    cp /usr/share/postgresql/15/extension/pgtap* "$ext_dir/"
+    # The server runs as the postgres OS user: it must read/execute the whole installation.
+    chmod -R a+rX "$PG_ROOT"
+    mark "pgserver-$PGSERVER_VERSION"
+else
+    step "pgserver $PGSERVER_VERSION present"
+fi
+chmod a+rx "$DS"
+
+# --- Letta server: own venv, because it pins old pydantic/fastapi; installed from a working freeze --
+LETTA_VENV=$DS/letta-venv
+if ! done_marker "letta-venv-$LETTA_VERSION"; then
+    step "Letta server $LETTA_VERSION -> $LETTA_VENV (takes a few minutes)"
+    rm -rf "$LETTA_VENV"
+    "$PY" -m venv "$LETTA_VENV"
+    # The image's pip 23 crashes resolving this set: upgrade first.
+    "$LETTA_VENV/bin/pip" install -qq --upgrade pip
+    "$LETTA_VENV/bin/pip" install -qq -r devstack/letta-server-$LETTA_VERSION.requirements.txt \
+        "letta==$LETTA_VERSION"
+    installed="$("$LETTA_VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("letta"))')"
+    [[ "$installed" == "$LETTA_VERSION" ]] || { echo "letta $installed installed, want $LETTA_VERSION" >&2; exit 1; }
+    mark "letta-venv-$LETTA_VERSION"
+else
+    step "Letta venv $LETTA_VERSION present"
+fi
+
+# --- Letta's alembic migrations ship only in the sdist (the server never creates its own tables) ----
+ALEMBIC_DIR=$DS/letta-alembic
+if ! done_marker "letta-alembic-$LETTA_VERSION"; then
+    step "Letta $LETTA_VERSION alembic migrations -> $ALEMBIC_DIR"
+    tmp="$(mktemp -d)"
+    trap 'rm -rf "$tmp"' EXIT
+    "$LETTA_VENV/bin/pip" download -qq --no-deps --no-binary :all: -d "$tmp" "letta==$LETTA_VERSION"
+    tar -xzf "$tmp"/letta-"$LETTA_VERSION".tar.gz -C "$tmp" \
+        "letta-$LETTA_VERSION/alembic" "letta-$LETTA_VERSION/alembic.ini"
+    rm -rf "$ALEMBIC_DIR"
+    mkdir -p "$ALEMBIC_DIR"
+    mv "$tmp/letta-$LETTA_VERSION/alembic" "$tmp/letta-$LETTA_VERSION/alembic.ini" "$ALEMBIC_DIR/"
+    mark "letta-alembic-$LETTA_VERSION"
+else
+    step "Letta alembic $LETTA_VERSION present"
+fi
+
+# --- Deno (for supabase/functions tests): the npm package carries the native binary ---------------
+DENO=$DS/node/node_modules/.bin/deno
+if ! done_marker "deno-$DENO_VERSION" || [[ ! -x $DENO ]]; then
+    step "deno@$DENO_VERSION -> $DS/node"
+    npm install -s --no-audit --no-fund --prefix "$DS/node" "deno@$DENO_VERSION"
+    "$DENO" --version | head -1
+    mark "deno-$DENO_VERSION"
+else
+    step "deno $DENO_VERSION present"
+fi
+
+step "devstack ready in $DS"

@@ -1,0 +1,2 @@
+-- Intentionally empty: no seed data. Users come from Supabase Auth signups; the webhook URL and
+-- secret (private.webhook_config) are deployment settings, set with SQL, never committed.
