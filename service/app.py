@@ -16,6 +16,10 @@ from litestar.openapi.spec import Components, SecurityScheme
 from service.auth.controller import AuthController
 from service.auth.middleware import auth_middleware
 from service.auth.tokens import TokenVerifier
+from service.billing import Billing
+from service.chat.controller import ChatController
+from service.chat.turns import ChatService
+from service.chat.websocket import chat_stream
 from service.clients.letta import LettaClient
 from service.clients.litellm import LiteLLMClient
 from service.db import create_pool
@@ -54,6 +58,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             app.state.litellm = LiteLLMClient(http, settings.litellm_base_url, settings.litellm_master_key)
             provisioner = Provisioner(pool, app.state.litellm, app.state.letta, settings)
             app.state.provisioner = provisioner
+            app.state.billing = Billing(app.state.litellm)
+            chat = ChatService(pool, app.state.letta, app.state.billing, settings)
+            app.state.chat = chat
             stop = asyncio.Event()
             reconciler = asyncio.create_task(provisioner.run_reconciler(stop))
             try:
@@ -61,11 +68,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
             finally:
                 stop.set()
                 await reconciler
+                await chat.drain()
                 await provisioner.drain()
                 await pool.close()
 
     return Litestar(
-        route_handlers=[HealthController, AuthController, WebhookController],
+        route_handlers=[HealthController, AuthController, WebhookController, ChatController, chat_stream],
         lifespan=[lifespan],
         middleware=[request_id_middleware, auth_middleware],
         exception_handlers=exception_handlers,

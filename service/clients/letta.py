@@ -121,9 +121,40 @@ class LettaClient:
                 return None
             raise
 
+    # -- messages ---------------------------------------------------------------------------------------
+    async def open_stream(self, agent_id: str, content: str) -> LettaStream:
+        """Start a token-streamed turn; returns once Letta has accepted it (errors here are pre-stream)."""
+        stream = await self.call(
+            lambda: self.sdk.agents.messages.stream(
+                agent_id,
+                messages=[{"role": "user", "content": content}],
+                stream_tokens=True,
+                include_pings=True,
+            )
+        )
+        return LettaStream(stream)
+
+    async def cancel_run(self, agent_id: str, run_id: str) -> None:
+        await self.call(lambda: self.sdk.agents.messages.cancel(agent_id, run_ids=[run_id]))
+
     async def delete_agent(self, agent_id: str) -> None:
         try:
             await self.call(lambda: self.sdk.agents.delete(agent_id))
         except UpstreamError as exc:
             if exc.status != 404:
                 raise
+
+
+class LettaStream:
+    """Letta's event stream with its transport errors turned into ``UpstreamError``."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    async def __aiter__(self) -> AsyncIterator[Any]:
+        async with _letta_errors():
+            async for event in self._stream:
+                yield event
+
+    async def close(self) -> None:
+        await self._stream.close()

@@ -28,13 +28,9 @@ PERSONA = (
     "You are a helpful, intelligent assistant with perfect memory. You remember all conversations and "
     "can recall any detail from past interactions."
 )
-MEMORY_TOOLS = [
-    "memory_insert",
-    "memory_replace",
-    "conversation_search",
-    "archival_memory_insert",
-    "archival_memory_search",
-]
+# Requested on top of the base tools Letta gives every letta_v1_agent (memory_insert, memory_replace,
+# conversation_search).
+EXTRA_TOOLS = ["archival_memory_insert", "archival_memory_search"]
 BLOCK_LIMIT = 5000
 
 
@@ -60,8 +56,7 @@ def agent_spec(
         "memory_blocks": [
             {"label": label, "value": values[label], "limit": BLOCK_LIMIT} for label in ("human", "persona")
         ],
-        "tools": MEMORY_TOOLS,
-        "include_base_tools": False,
+        "tools": EXTRA_TOOLS,
         "llm_config": {
             "model": settings.llm_model,
             "model_endpoint_type": "openai",
@@ -69,6 +64,9 @@ def agent_spec(
             "provider_name": provider,
             "provider_category": "byok",
             "context_window": settings.llm_context_window,
+            "max_tokens": 1024,
+            "temperature": 0.7,
+            "put_inner_thoughts_in_kwargs": False,
         },
         "embedding_config": {
             "embedding_model": settings.embedding_model,

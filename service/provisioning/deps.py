@@ -6,6 +6,7 @@ from typing import Any
 
 from litestar import Request
 from litestar.datastructures import State
+from litestar.di import NamedDependency
 
 from service.auth.tokens import Principal
 from service.errors import ProblemError
@@ -33,3 +34,7 @@ async def provide_active_profile(request: Request[Principal, Any, Any], state: S
         headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         agent_status=status,
     )
+
+
+# Handlers declare ``profile: ActiveProfile`` and get it from ``provide_active_profile``.
+ActiveProfile = NamedDependency[Profile]

@@ -1,0 +1,91 @@
+"""Budgets and prices from LiteLLM, cached briefly.
+
+LiteLLM is the source of truth for a user's spend and budget; we ask before each turn (cached a few
+seconds, so a burst of turns does not become a burst of management calls) and answer 402 before
+anything reaches Letta. Prices come from ``/model/info`` (cached longer) and turn Letta's token counts
+into our own per-message cost record, which also covers LiteLLM's known gaps in spend tracking.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from service.clients.litellm import LiteLLMClient
+
+BUDGET_TTL_SECONDS = 5.0
+PRICES_TTL_SECONDS = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    spend: float
+    max_budget: float | None
+    budget_duration: str | None
+    budget_reset_at: str | None
+
+    @property
+    def remaining(self) -> float | None:
+        return None if self.max_budget is None else max(0.0, self.max_budget - self.spend)
+
+    @property
+    def exceeded(self) -> bool:
+        return self.max_budget is not None and self.spend >= self.max_budget
+
+
+@dataclass(frozen=True, slots=True)
+class Prices:
+    input_per_token: Decimal
+    output_per_token: Decimal
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> Decimal:
+        return self.input_per_token * prompt_tokens + self.output_per_token * completion_tokens
+
+
+class Billing:
+    def __init__(self, litellm: LiteLLMClient) -> None:
+        self.litellm = litellm
+        self._budgets: dict[str, tuple[float, Budget | None]] = {}
+        self._prices: tuple[float, dict[str, Prices]] | None = None
+
+    async def budget(self, user_id: str, *, fresh: bool = False) -> Budget | None:
+        """The user's LiteLLM budget; None when LiteLLM does not know the user."""
+        cached = self._budgets.get(user_id)
+        if cached and not fresh and time.monotonic() - cached[0] < BUDGET_TTL_SECONDS:
+            return cached[1]
+        info = await self.litellm.user_info(user_id)
+        budget = _budget_from(info) if info else None
+        if len(self._budgets) > 10_000:  # bound the cache: old entries are worthless after the TTL anyway
+            self._budgets.clear()
+        self._budgets[user_id] = (time.monotonic(), budget)
+        return budget
+
+    def forget(self, user_id: str) -> None:
+        self._budgets.pop(user_id, None)
+
+    async def prices(self, model: str) -> Prices | None:
+        if self._prices is None or time.monotonic() - self._prices[0] > PRICES_TTL_SECONDS:
+            table = {}
+            for entry in await self.litellm.model_info():
+                info = entry.get("model_info") or {}
+                name = entry.get("model_name")
+                if not name or info.get("input_cost_per_token") is None:
+                    continue
+                table[name] = Prices(
+                    Decimal(str(info["input_cost_per_token"])), Decimal(str(info.get("output_cost_per_token") or 0))
+                )
+            self._prices = (time.monotonic(), table)
+        return self._prices[1].get(model)
+
+
+def _budget_from(info: dict[str, Any]) -> Budget:
+    user = info.get("user_info") or {}
+    max_budget = user.get("max_budget")
+    return Budget(
+        spend=float(user.get("spend") or 0.0),
+        max_budget=float(max_budget) if max_budget is not None else None,
+        budget_duration=user.get("budget_duration"),
+        budget_reset_at=user.get("budget_reset_at"),
+    )

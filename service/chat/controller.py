@@ -1,0 +1,154 @@
+"""``/api/v1/chat``: send a message (SSE or JSON), read history, cancel the running turn."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.params import JSONBody, Parameter
+from litestar.response import Stream
+
+from service.auth.tokens import Principal
+from service.chat.schemas import HISTORY_COLUMNS, CancelResult, ChatMessageIn, ChatReply, HistoryPage, StoredMessage
+from service.chat.turns import ChatService, Event, Turn
+from service.errors import ProblemError
+from service.provisioning.deps import ActiveProfile, provide_active_profile
+
+KEEPALIVE_SECONDS = 15.0
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connection": "keep-alive"}
+
+
+def validate_content(content: str, max_bytes: int) -> str:
+    """The one check for a user message, shared by SSE, JSON and WebSocket."""
+    if not content.strip():
+        raise ProblemError(422, "content must not be empty")
+    size = len(content.encode("utf-8"))
+    if size > max_bytes:
+        raise ProblemError(413, f"content is {size} bytes; the limit is {max_bytes}", max_bytes=max_bytes)
+    if "\x00" in content:
+        raise ProblemError(422, "content must not contain NUL characters")
+    return content
+
+
+def sse(event: Event) -> bytes:
+    name, data = event
+    return b"event: " + name.encode() + b"\ndata: " + msgspec.json.encode(data) + b"\n\n"
+
+
+async def sse_stream(turn: Turn) -> AsyncIterator[bytes]:
+    """The turn's events as SSE, with keep-alive comments so proxies do not cut a quiet stream.
+
+    If the client goes away this generator is cancelled; the turn itself keeps running and is stored.
+    """
+    events = turn.events()
+    next_event = asyncio.ensure_future(anext(events))
+    try:
+        while True:
+            done, _ = await asyncio.wait({next_event}, timeout=KEEPALIVE_SECONDS)
+            if not done:
+                yield b": keep-alive\n\n"
+                continue
+            try:
+                event = next_event.result()
+            except StopAsyncIteration:
+                return
+            yield sse(event)
+            next_event = asyncio.ensure_future(anext(events))
+    finally:
+        next_event.cancel()
+
+
+def encode_cursor(created_at: datetime, message_id: uuid.UUID) -> str:
+    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{message_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created_at, message_id = raw.split("|", 1)
+        return datetime.fromisoformat(created_at), uuid.UUID(message_id)
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise ProblemError(400, "before is not a cursor returned by this endpoint") from exc
+
+
+class ChatController(Controller):
+    path = "/api/v1/chat"
+    tags = ["chat"]
+    dependencies = {"profile": Provide(provide_active_profile)}
+
+    @post(
+        "/message",
+        summary="Send a message to your agent",
+        description=(
+            "With `Accept: text/event-stream` the reply streams as Server-Sent Events (`turn`, `delta`, `tool`, "
+            "`usage`, `error`, `done`, plus `: keep-alive` comments); otherwise the whole reply is returned as JSON."
+        ),
+        status_code=200,
+        request_max_body_size=256 * 1024,
+    )
+    async def message(
+        self, request: Request[Principal, Any, Any], data: JSONBody[ChatMessageIn], profile: ActiveProfile, state: State
+    ) -> Response[Any]:
+        content = validate_content(data.content, state.settings.chat_max_message_bytes)
+        chat: ChatService = state.chat
+        turn = await chat.start(profile, content)
+        if "text/event-stream" in request.headers.get("accept", ""):
+            return Stream(sse_stream(turn), media_type="text/event-stream", headers=SSE_HEADERS)
+        return await _whole_reply(turn)
+
+    @get("/history", summary="Your messages, newest first (keyset pagination)")
+    async def history(
+        self,
+        profile: ActiveProfile,
+        state: State,
+        limit: Annotated[int, Parameter(ge=1, le=100, description="page size (1-100)")] = 50,
+        before: Annotated[
+            str | None, Parameter(description="`next_cursor` of the previous page", max_length=200)
+        ] = None,
+    ) -> HistoryPage:
+        args: list[Any] = [profile.id, limit + 1]
+        condition = ""
+        if before:
+            args.extend(decode_cursor(before))
+            condition = "and (created_at, id) < ($3, $4)"
+        rows = await state.db.fetch(
+            f"select {HISTORY_COLUMNS} from public.messages where user_id = $1 {condition} "  # noqa: S608
+            "order by created_at desc, id desc limit $2",
+            *args,
+        )
+        messages = [StoredMessage(**dict(row)) for row in rows[:limit]]
+        next_cursor = encode_cursor(messages[-1].created_at, messages[-1].id) if len(rows) > limit else None
+        return HistoryPage(messages=messages, next_cursor=next_cursor)
+
+    @post("/cancel", status_code=202, summary="Stop the reply that is being written (on any replica)")
+    async def cancel(self, profile: ActiveProfile, state: State) -> CancelResult:
+        chat: ChatService = state.chat
+        if not await chat.request_cancel(profile.id):
+            raise ProblemError(404, "no reply is being written right now")
+        return CancelResult(cancelled=True)
+
+
+async def _whole_reply(turn: Turn) -> Response[Any]:
+    done: dict[str, Any] = {}
+    error: dict[str, Any] | None = None
+    async for name, data in turn.events():
+        if name == "done":
+            done = data
+        elif name == "error":
+            error = data
+    if error is not None:
+        status = 402 if error.get("code") == "budget_exceeded" else 502
+        raise ProblemError(
+            status, error.get("message") or "the agent failed", code=error.get("code"), turn_id=str(turn.turn_id)
+        )
+    reply = ChatReply(content=turn.result.text, **done)
+    return Response(reply)

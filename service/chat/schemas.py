@@ -1,0 +1,55 @@
+"""Chat request/response shapes."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+
+import msgspec
+
+
+class ChatMessageIn(msgspec.Struct, forbid_unknown_fields=True):
+    content: str
+
+
+class StoredMessage(msgspec.Struct, kw_only=True):
+    id: uuid.UUID
+    turn_id: uuid.UUID
+    role: str
+    content: str
+    status: str
+    error: str | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    tokens_used: int | None
+    cost: Decimal | None
+    model: str | None
+    created_at: datetime
+
+
+class HistoryPage(msgspec.Struct):
+    messages: list[StoredMessage]
+    next_cursor: str | None
+
+
+class ChatReply(msgspec.Struct, kw_only=True):
+    """The whole turn, for clients that do not ask for a stream."""
+
+    turn_id: str
+    status: str
+    user_message_id: str
+    message_id: str | None
+    content: str
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    cost: float | None
+    run_id: str | None
+
+
+class CancelResult(msgspec.Struct):
+    cancelled: bool
+
+
+HISTORY_COLUMNS = ", ".join(StoredMessage.__struct_fields__)

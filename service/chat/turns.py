@@ -1,0 +1,428 @@
+"""A chat turn: the user's message in, the agent's streamed reply out, both stored with usage and cost.
+
+The turn runs in its own task, decoupled from whoever is listening: a client that disconnects (SSE
+closed, WebSocket dropped) does not lose the reply, it is stored when Letta finishes. Listeners read
+the turn's events from a queue.
+
+Order of work, so nothing is lost:
+1. budget check (402) and the per-user lease (409) — before anything is written;
+2. the user's message is stored (``pending``);
+3. Letta's stream is opened; failing here is a 503 for the caller and a ``failed`` user message;
+4. events are relayed; the lease is renewed and polled for a cancel request while they flow;
+5. one transaction stores the reply (tokens, cost, run id), completes the user message and adds to
+   the day's ``usage_metrics``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+
+from service.billing import Billing
+from service.clients.base import UpstreamError
+from service.clients.letta import LettaClient
+from service.errors import ProblemError
+from service.profiles import Profile
+from service.settings import Settings
+
+logger = logging.getLogger("service.chat")
+
+LEASE_SECONDS = 30
+LEASE_RENEW_SECONDS = 5.0
+
+Event = tuple[str, dict[str, Any]]
+
+# Letta stop reasons that end a turn normally.
+_OK_STOPS = {"end_turn", "max_steps", "no_tool_call", "requires_approval"}
+
+
+@dataclass
+class TurnResult:
+    status: str = "pending"  # complete | failed | cancelled
+    content: list[str] = field(default_factory=list)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    run_id: str | None = None
+    letta_message_id: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+
+    @property
+    def text(self) -> str:
+        return "".join(self.content)
+
+
+class Turn:
+    """One running turn. Events are queued for whoever listens; the work does not depend on a listener."""
+
+    def __init__(self, turn_id: uuid.UUID, user_message_id: uuid.UUID, profile: Profile) -> None:
+        self.turn_id = turn_id
+        self.user_message_id = user_message_id
+        self.profile = profile
+        self.queue: asyncio.Queue[Event | None] = asyncio.Queue()
+        self.result = TurnResult()
+        self.task: asyncio.Task[None] | None = None
+        self.cancel_requested = asyncio.Event()
+        self.started = time.perf_counter()
+        self.stream: Any = None
+
+    def emit(self, name: str, data: dict[str, Any]) -> None:
+        self.queue.put_nowait((name, data))
+
+    async def events(self) -> AsyncIterator[Event]:
+        while True:
+            event = await self.queue.get()
+            if event is None:
+                return
+            yield event
+
+    async def wait(self) -> TurnResult:
+        assert self.task is not None
+        await asyncio.shield(self.task)
+        return self.result
+
+
+class ChatService:
+    def __init__(self, db: asyncpg.Pool[Any], letta: LettaClient, billing: Billing, settings: Settings) -> None:
+        self.db = db
+        self.letta = letta
+        self.billing = billing
+        self.settings = settings
+        self.holder = f"replica-{uuid.uuid4().hex[:12]}"
+        self._turns: set[asyncio.Task[None]] = set()
+
+    # -- starting a turn ----------------------------------------------------------------------------------
+    async def check_budget(self, user_id: uuid.UUID) -> None:
+        try:
+            budget = await self.billing.budget(str(user_id))
+        except UpstreamError as exc:
+            # Billing unreachable: LiteLLM itself still enforces the budget on the LLM call.
+            logger.warning("budget check skipped", extra={"error": str(exc)})
+            return
+        if budget is not None and budget.exceeded:
+            raise ProblemError(
+                402,
+                f"your budget is used up: spent {budget.spend:.4f} of {budget.max_budget:.4f}",
+                title="Budget Exceeded",
+                spend=budget.spend,
+                max_budget=budget.max_budget,
+                budget_reset_at=budget.budget_reset_at,
+            )
+
+    async def start(self, profile: Profile, content: str) -> Turn:
+        await self.check_budget(profile.id)
+        turn_id = uuid.uuid4()
+        acquired = await self.db.fetchval(
+            """
+            insert into private.chat_turn_leases (user_id, turn_id, holder, expires_at)
+            values ($1, $2, $3, now() + make_interval(secs => $4))
+            on conflict (user_id) do update
+              set turn_id = excluded.turn_id, holder = excluded.holder, expires_at = excluded.expires_at,
+                  letta_run_id = null, cancel_requested = false, acquired_at = now()
+              where private.chat_turn_leases.expires_at < now()
+            returning turn_id
+            """,
+            profile.id,
+            turn_id,
+            self.holder,
+            LEASE_SECONDS,
+        )
+        if acquired is None:
+            raise ProblemError(
+                409, "a reply is still being written; wait for it or cancel it", title="Turn In Progress"
+            )
+        user_message_id = await self.db.fetchval(
+            "insert into public.messages (user_id, turn_id, role, content, status) "
+            "values ($1, $2, 'user', $3, 'pending') returning id",
+            profile.id,
+            turn_id,
+            content,
+        )
+        turn = Turn(turn_id, user_message_id, profile)
+        try:
+            stream = await self.letta.open_stream(profile.letta_agent_id or "", content)
+        except UpstreamError as exc:
+            await self._fail_before_stream(turn, exc)
+            raise ProblemError(
+                503,
+                "the assistant is unreachable right now; your message was saved, please retry",
+                title="Agent Unavailable",
+                headers={"Retry-After": "5"},
+                turn_id=str(turn_id),
+            ) from exc
+        turn.stream = stream
+        turn.emit("turn", {"turn_id": str(turn_id), "user_message_id": str(user_message_id)})
+        turn.task = asyncio.get_running_loop().create_task(self._run(turn, stream))
+        self._turns.add(turn.task)
+        turn.task.add_done_callback(self._turns.discard)
+        return turn
+
+    async def request_cancel(self, user_id: uuid.UUID) -> bool:
+        """Ask the user's running turn (on whichever replica) to stop; False if none is running."""
+        row = await self.db.fetchval(
+            "update private.chat_turn_leases set cancel_requested = true where user_id = $1 and expires_at > now() "
+            "returning turn_id",
+            user_id,
+        )
+        return row is not None
+
+    async def drain(self, grace_seconds: float = 30.0) -> None:
+        """At shutdown, let running turns finish and store their replies."""
+        if self._turns:
+            await asyncio.wait(list(self._turns), timeout=grace_seconds)
+
+    # -- running it ---------------------------------------------------------------------------------------
+    async def _run(self, turn: Turn, stream: Any) -> None:
+        keeper = asyncio.create_task(self._keep_lease(turn))
+        result = turn.result
+        try:
+            await self._relay(turn, stream)
+        except Exception as exc:  # never leave a turn without an outcome
+            if turn.cancel_requested.is_set():  # we closed the stream ourselves
+                result.status = "cancelled"
+            elif isinstance(exc, UpstreamError):
+                code = _error_code(str(exc))
+                result.status = "failed"
+                result.error_code = code if code == "budget_exceeded" else "agent_unavailable"
+                result.error_message = str(exc)
+            else:
+                logger.exception("turn crashed", extra={"turn_id": str(turn.turn_id)})
+                result.status, result.error_code, result.error_message = "failed", "internal", type(exc).__name__
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+            with contextlib.suppress(Exception):
+                await stream.close()
+        await self._finish(turn)
+
+    async def _relay(self, turn: Turn, stream: Any) -> None:
+        result = turn.result
+        stop_reason: str | None = None
+        async for event in stream:
+            kind = getattr(event, "message_type", None)
+            run_id = getattr(event, "run_id", None)
+            if run_id and result.run_id is None:
+                result.run_id = run_id
+                await self.db.execute(
+                    "update private.chat_turn_leases set letta_run_id = $2 where user_id = $1 and turn_id = $3",
+                    turn.profile.id,
+                    run_id,
+                    turn.turn_id,
+                )
+            if kind == "assistant_message":
+                text = _text_of(event.content)
+                if text:
+                    result.content.append(text)
+                    result.letta_message_id = event.id
+                    turn.emit("delta", {"text": text})
+            elif kind == "tool_call_message":
+                call = event.tool_call or (event.tool_calls[0] if event.tool_calls else None)
+                name = getattr(call, "name", None)
+                if name:  # token streaming repeats the call in fragments; the first names it
+                    turn.emit("tool", {"phase": "call", "name": name, "id": getattr(call, "tool_call_id", None)})
+            elif kind == "tool_return_message":
+                turn.emit(
+                    "tool", {"phase": "return", "name": event.name, "status": event.status, "id": event.tool_call_id}
+                )
+            elif kind == "usage_statistics":
+                result.prompt_tokens += event.prompt_tokens or 0
+                result.completion_tokens += event.completion_tokens or 0
+                result.total_tokens += event.total_tokens or 0
+                turn.emit(
+                    "usage",
+                    {
+                        "prompt_tokens": result.prompt_tokens,
+                        "completion_tokens": result.completion_tokens,
+                        "total_tokens": result.total_tokens,
+                    },
+                )
+            elif kind == "stop_reason":
+                stop_reason = event.stop_reason
+            elif kind == "error_message":
+                result.error_code = _error_code(f"{event.error_type} {event.message} {event.detail or ''}")
+                result.error_message = event.message
+        if turn.cancel_requested.is_set() or stop_reason == "cancelled":
+            result.status = "cancelled"
+        elif stop_reason in _OK_STOPS and result.error_code is None:
+            result.status = "complete"
+        else:
+            result.status = "failed"
+            if result.error_code is None:
+                result.error_code = _error_code(stop_reason or "")
+                result.error_message = f"the agent stopped: {stop_reason or 'stream ended early'}"
+
+    async def _keep_lease(self, turn: Turn) -> None:
+        """Renew the lease while the turn runs and act on a cancel requested from any replica."""
+        while True:
+            await asyncio.sleep(LEASE_RENEW_SECONDS)
+            try:
+                cancel = await self.db.fetchval(
+                    "update private.chat_turn_leases set expires_at = now() + make_interval(secs => $3) "
+                    "where user_id = $1 and turn_id = $2 returning cancel_requested",
+                    turn.profile.id,
+                    turn.turn_id,
+                    LEASE_SECONDS,
+                )
+            except (OSError, asyncpg.PostgresError) as exc:
+                logger.warning("lease renewal failed", extra={"error": str(exc)})
+                continue
+            if cancel and not turn.cancel_requested.is_set():
+                await self.cancel(turn)
+
+    async def cancel(self, turn: Turn) -> None:
+        """Stop a turn running in this process: cancel the Letta run, stop reading its stream."""
+        if turn.cancel_requested.is_set() or turn.result.status != "pending":
+            return
+        turn.cancel_requested.set()
+        if turn.result.run_id:
+            try:
+                await self.letta.cancel_run(turn.profile.letta_agent_id or "", turn.result.run_id)
+            except UpstreamError as exc:
+                logger.warning("Letta cancel failed", extra={"error": str(exc)})
+        # Stop reading: what was streamed so far is kept as the cancelled reply.
+        with contextlib.suppress(Exception):
+            await turn.stream.close()
+
+    # -- storing it ---------------------------------------------------------------------------------------
+    async def _finish(self, turn: Turn) -> None:
+        result, profile = turn.result, turn.profile
+        cost: Decimal | None = None
+        try:
+            prices = await self.billing.prices(profile.model or self.settings.llm_model)
+            cost = prices.cost(result.prompt_tokens, result.completion_tokens) if prices else None
+        except UpstreamError as exc:
+            logger.warning("prices unavailable; cost left empty", extra={"error": str(exc)})
+        self.billing.forget(str(profile.id))
+        message_id: uuid.UUID | None = None
+        try:
+            message_id = await self._store(turn, cost)
+        except (OSError, asyncpg.PostgresError):
+            logger.exception("could not store turn", extra={"turn_id": str(turn.turn_id)})
+            result.status, result.error_code = "failed", "storage_failed"
+        finally:
+            with contextlib.suppress(OSError, asyncpg.PostgresError):
+                await self.db.execute(
+                    "delete from private.chat_turn_leases where user_id = $1 and turn_id = $2", profile.id, turn.turn_id
+                )
+        if result.status == "failed":
+            turn.emit("error", {"code": result.error_code or "agent_error", "message": result.error_message or ""})
+        turn.emit(
+            "done",
+            {
+                "turn_id": str(turn.turn_id),
+                "status": result.status,
+                "user_message_id": str(turn.user_message_id),
+                "message_id": str(message_id) if message_id else None,
+                "prompt_tokens": result.prompt_tokens,
+                "completion_tokens": result.completion_tokens,
+                "total_tokens": result.total_tokens,
+                "cost": float(cost) if cost is not None else None,
+                "run_id": result.run_id,
+            },
+        )
+        turn.queue.put_nowait(None)
+        logger.info(
+            "turn finished",
+            extra={
+                "turn_id": str(turn.turn_id),
+                "status": result.status,
+                "total_tokens": result.total_tokens,
+                "duration_ms": round((time.perf_counter() - turn.started) * 1000, 1),
+            },
+        )
+
+    async def _store(self, turn: Turn, cost: Decimal | None) -> uuid.UUID | None:
+        result, profile = turn.result, turn.profile
+        keep_reply = result.status in ("complete", "cancelled") or bool(result.text)
+        async with self.db.acquire() as conn, conn.transaction():
+            user_status = "failed" if result.status == "failed" else "complete"
+            await conn.execute(
+                "update public.messages set status = $2, error = $3, letta_run_id = $4 where id = $1",
+                turn.user_message_id,
+                user_status,
+                result.error_message if user_status == "failed" else None,
+                result.run_id,
+            )
+            message_id = None
+            if keep_reply:
+                message_id = await conn.fetchval(
+                    """
+                    insert into public.messages (user_id, turn_id, role, content, status, error, prompt_tokens,
+                        completion_tokens, tokens_used, cost, model, letta_run_id, letta_message_id)
+                    values ($1, $2, 'assistant', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) returning id
+                    """,
+                    profile.id,
+                    turn.turn_id,
+                    result.text,
+                    result.status,
+                    result.error_message if result.status == "failed" else None,
+                    result.prompt_tokens,
+                    result.completion_tokens,
+                    result.total_tokens,
+                    cost,
+                    profile.model or self.settings.llm_model,
+                    result.run_id,
+                    result.letta_message_id,
+                )
+            await conn.execute(
+                """
+                insert into public.usage_metrics (user_id, date, total_messages, prompt_tokens, completion_tokens,
+                    total_tokens, total_cost)
+                values ($1, (now() at time zone 'utc')::date, $2, $3, $4, $5, coalesce($6, 0))
+                on conflict (user_id, date) do update set
+                    total_messages = usage_metrics.total_messages + excluded.total_messages,
+                    prompt_tokens = usage_metrics.prompt_tokens + excluded.prompt_tokens,
+                    completion_tokens = usage_metrics.completion_tokens + excluded.completion_tokens,
+                    total_tokens = usage_metrics.total_tokens + excluded.total_tokens,
+                    total_cost = usage_metrics.total_cost + excluded.total_cost
+                """,
+                profile.id,
+                2 if keep_reply else 1,
+                result.prompt_tokens,
+                result.completion_tokens,
+                result.total_tokens,
+                cost,
+            )
+            await conn.execute("update public.user_profiles set last_active_at = now() where id = $1", profile.id)
+        return message_id
+
+    async def _fail_before_stream(self, turn: Turn, exc: UpstreamError) -> None:
+        async with self.db.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "update public.messages set status = 'failed', error = $2 where id = $1",
+                turn.user_message_id,
+                str(exc)[:1000],
+            )
+            await conn.execute(
+                "delete from private.chat_turn_leases where user_id = $1 and turn_id = $2",
+                turn.profile.id,
+                turn.turn_id,
+            )
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(getattr(part, "text", "") or "" for part in content)
+    return ""
+
+
+def _error_code(text: str) -> str:
+    lowered = text.lower()
+    if "budget_exceeded" in lowered or "budget has been exceeded" in lowered:
+        return "budget_exceeded"
+    if "llm" in lowered or "api" in lowered:
+        return "llm_error"
+    return "agent_error"

@@ -1,0 +1,173 @@
+"""``WS /api/v1/chat/stream``: the same turns and events as SSE, over one long-lived connection.
+
+Browsers cannot set headers on a WebSocket, so the client authenticates in its first message:
+
+    client -> {"type": "auth", "token": "<Supabase access token>"}      (within 10 s, else close 4401)
+    server -> {"type": "ready", "user_id": "..."}
+    client -> {"type": "message", "content": "..."}   server -> turn, delta..., tool, usage, [error], done
+    client -> {"type": "cancel"}                      stops the running turn (and its Letta run)
+    client -> {"type": "ping"}                        server -> {"type": "pong"}
+    client -> {"type": "auth", "token": "..."}        a refreshed token for the same user, any time
+
+Problems are ``{"type": "error", "code": ..., "message": ..., "status": ...}`` and leave the socket
+open; a turn keeps running and is stored if the socket drops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any, Literal
+
+import msgspec
+from litestar import WebSocket, websocket
+from litestar.datastructures import State
+from litestar.exceptions import NotAuthorizedException, WebSocketDisconnect
+
+from service.auth.middleware import authenticate_token
+from service.auth.tokens import Principal
+from service.chat.controller import validate_content
+from service.chat.turns import ChatService, Turn
+from service.errors import ProblemError
+from service.profiles import get_profile
+
+AUTH_TIMEOUT_SECONDS = 10.0
+MAX_FRAME_BYTES = 256 * 1024
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_TOO_LARGE = 1009
+
+_PROBLEM_CODES = {
+    402: "budget_exceeded",
+    409: "turn_in_progress",
+    413: "message_too_large",
+    422: "invalid_message",
+    503: "agent_unavailable",
+}
+
+
+class ClientFrame(msgspec.Struct, forbid_unknown_fields=True):
+    type: Literal["auth", "message", "cancel", "ping"]
+    token: str | None = None
+    content: str | None = None
+
+
+class ChatSocket:
+    def __init__(self, socket: WebSocket[Any, Any, Any], state: State) -> None:
+        self.socket = socket
+        self.state = state
+        self.chat: ChatService = state.chat
+        self.principal: Principal | None = None
+        self.turn: Turn | None = None
+        self.forwarder: asyncio.Task[None] | None = None
+        self.send_lock = asyncio.Lock()
+
+    async def send(self, payload: dict[str, Any]) -> None:
+        async with self.send_lock:
+            with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+                await self.socket.send_bytes(msgspec.json.encode(payload))
+
+    async def error(self, code: str, message: str, status: int, **extra: Any) -> None:
+        await self.send({"type": "error", "code": code, "message": message, "status": status, **extra})
+
+    async def receive(self) -> ClientFrame | None:
+        raw = await self.socket.receive_data(mode="text")
+        if len(raw) > MAX_FRAME_BYTES:
+            await self.socket.close(code=CLOSE_TOO_LARGE, reason="frame too large")
+            raise WebSocketDisconnect(detail="frame too large")
+        try:
+            return msgspec.json.decode(raw, type=ClientFrame)
+        except msgspec.DecodeError as exc:
+            await self.error("invalid_message", f"not a valid frame: {exc}", 400)
+            return None
+
+    async def authenticate(self, token: str | None) -> bool:
+        try:
+            principal = await authenticate_token(token or "", self.state.token_verifier, None)
+        except NotAuthorizedException as exc:
+            await self.error("unauthorized", exc.detail, 401)
+            return False
+        if principal.user_id is None or (self.principal and principal.user_id != self.principal.user_id):
+            await self.error("unauthorized", "the token must belong to the same signed-in user", 401)
+            return False
+        self.principal = principal
+        return True
+
+    def token_expired(self) -> bool:
+        assert self.principal is not None
+        return float(self.principal.claims.get("exp", 0)) < time.time()
+
+    async def run(self) -> None:
+        await self.socket.accept()
+        try:
+            first = await asyncio.wait_for(self.receive(), AUTH_TIMEOUT_SECONDS)
+        except TimeoutError:
+            await self.socket.close(code=CLOSE_UNAUTHORIZED, reason="authenticate first")
+            return
+        if first is None or first.type != "auth" or not await self.authenticate(first.token):
+            await self.socket.close(code=CLOSE_UNAUTHORIZED, reason="authentication failed")
+            return
+        assert self.principal is not None
+        await self.send({"type": "ready", "user_id": str(self.principal.user_id)})
+        while True:
+            frame = await self.receive()
+            if frame is None:
+                continue
+            if frame.type == "ping":
+                await self.send({"type": "pong"})
+            elif frame.type == "auth":
+                if await self.authenticate(frame.token):
+                    await self.send({"type": "ready", "user_id": str(self.principal.user_id)})
+            elif frame.type == "cancel":
+                if self.turn is not None:
+                    await self.chat.cancel(self.turn)
+                else:
+                    await self.error("no_turn", "no reply is being written right now", 404)
+            elif frame.type == "message":
+                await self.start_turn(frame.content or "")
+
+    async def start_turn(self, content: str) -> None:
+        assert self.principal is not None and self.principal.user_id is not None
+        if self.token_expired():
+            await self.error("token_expired", 'send {"type": "auth"} with a fresh token', 401)
+            return
+        if self.turn is not None:
+            await self.error("turn_in_progress", "a reply is still being written; wait for it or cancel it", 409)
+            return
+        try:
+            validate_content(content, self.state.settings.chat_max_message_bytes)
+            profile = await get_profile(self.state.db, self.principal.user_id)
+            if profile is None or profile.agent_status != "active" or not profile.letta_agent_id:
+                self.state.provisioner.schedule(self.principal.user_id)
+                raise ProblemError(503, "your assistant is still being set up; retry shortly", retry_after=5)
+            self.turn = await self.chat.start(profile, content)
+        except ProblemError as exc:
+            code = _PROBLEM_CODES.get(exc.status_code, "error")
+            extra = {k: v for k, v in exc.members.items() if k in ("spend", "max_budget", "retry_after", "turn_id")}
+            await self.error(code, exc.detail, exc.status_code, **extra)
+            return
+        self.forwarder = asyncio.create_task(self.forward(self.turn))
+
+    async def forward(self, turn: Turn) -> None:
+        try:
+            async for name, data in turn.events():
+                await self.send({"type": name, **data})
+        finally:
+            self.turn = None
+
+    async def close(self) -> None:
+        # The turn itself is not cancelled: it finishes and is stored without a listener.
+        if self.forwarder is not None:
+            self.forwarder.cancel()
+
+
+@websocket("/api/v1/chat/stream", name="chat_stream")
+async def chat_stream(socket: WebSocket[Any, Any, Any], state: State) -> None:
+    """Chat over WebSocket (first message authenticates). See the module docstring for the protocol."""
+    session = ChatSocket(socket, state)
+    try:
+        await session.run()
+    except WebSocketDisconnect:
+        pass
+    finally:
+        await session.close()
