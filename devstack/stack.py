@@ -39,6 +39,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DEVSTACK = ROOT / ".devstack"
 PYTHON = ROOT / ".venv" / "bin" / "python"
 DENO = DEVSTACK / "node" / "node_modules" / ".bin" / "deno"
+# npm packages for the Edge Function are cached here by devstack/install.sh: nothing downloads at run time.
+DENO_DIR = DEVSTACK / "deno-cache"
 EDGE_FUNCTION = ROOT / "supabase" / "functions" / "signup-webhook" / "index.ts"
 
 
@@ -254,12 +256,11 @@ class Stack:
             port=c.letta_port,
             pg_url=self.letta_database_url,
             log_path=self.state_dir / "logs" / "letta.log",
-            env_extra={
-                "LETTA_ENCRYPTION_KEY": c.letta_encryption_key,
-                # Letta's embedding calls use this global key, not the per-user provider key: archival
-                # memory embeddings are billed to the platform (see README).
-                "OPENAI_API_KEY": c.master_key,
-            },
+            encryption_key=c.letta_encryption_key,
+            # Letta's embedding calls use this global key, not the per-user provider key: archival
+            # memory embeddings are billed to the platform (see README).
+            openai_api_key=c.master_key,
+            env_extra={"OPENAI_BASE_URL": f"{c.litellm_url}/v1"},
         )
         self.letta.start()
 
@@ -276,8 +277,19 @@ class Stack:
         c = self.config
         process = self._process(
             "edge-function",
-            [str(DENO), "serve", "--allow-env", "--allow-net", "--port", str(c.functions_port), str(EDGE_FUNCTION)],
+            [
+                str(DENO),
+                "serve",
+                "--config",
+                str(EDGE_FUNCTION.parent / "deno.json"),
+                "--allow-env",
+                "--allow-net",
+                "--port",
+                str(c.functions_port),
+                str(EDGE_FUNCTION),
+            ],
             {
+                "DENO_DIR": str(DENO_DIR),
                 "SERVICE_WEBHOOK_URL": f"{c.service_url}/webhooks/auth",
                 "WEBHOOK_SECRET": c.webhook_secret,
                 "STANDARD_WEBHOOK_SECRET": c.standard_webhook_secret,

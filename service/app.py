@@ -104,4 +104,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
             security=[{"SupabaseAccessToken": []}],
         ),
         debug=False,
+        # Logging is ours (one JSON line per record, see request_context); Litestar must not reconfigure it.
+        logging_config=None,
     )

@@ -39,7 +39,7 @@ def ensure_request_id() -> str:
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: what log shippers (and Supabase's log drains) parse without configuration."""
 
-    _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+    _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "color_message"}
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {

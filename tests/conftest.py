@@ -21,13 +21,14 @@ TEST_PG_PORT = 55322
 
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[LocalPostgres]:
-    data_dir = DEVSTACK / "run" / "test" / "pg"
+    state_dir = DEVSTACK / "run" / "test"
+    data_dir = state_dir / "pg"
     if data_dir.exists():
-        # Every run starts from an empty cluster: nothing a previous run left can make a test pass.
         stale = LocalPostgres(data_dir, TEST_PG_PORT)
         if stale.is_running():
             stale.stop()
-        shutil.rmtree(data_dir)
+    # Every run starts from nothing: no database, LiteLLM state or key a previous run left can make a test pass.
+    shutil.rmtree(state_dir, ignore_errors=True)
     cluster = LocalPostgres(data_dir, TEST_PG_PORT)
     cluster.init()
     cluster.start()

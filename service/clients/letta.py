@@ -39,7 +39,8 @@ def _translate(exc: Exception) -> UpstreamError:
         return UpstreamError(
             SERVICE, f"HTTP {status}: {str(exc)[:300]}", status=status, transient=status >= 500 or status in (408, 429)
         )
-    return UpstreamError(SERVICE, f"{type(exc).__name__}: {exc}", transient=True)
+    cause = f" ({exc.__cause__})" if exc.__cause__ else ""
+    return UpstreamError(SERVICE, f"{type(exc).__name__}: {exc}{cause}", transient=True)
 
 
 @asynccontextmanager
@@ -54,7 +55,8 @@ class LettaClient:
     def __init__(self, http: httpx.AsyncClient, base_url: str, token: str | None) -> None:
         self._http = http
         self.base_url = base_url.rstrip("/")
-        self.sdk = AsyncLetta(base_url=self.base_url, api_key=token or "", http_client=http, max_retries=0)
+        # A self-hosted Letta without a password takes no token: send no Authorization header at all.
+        self.sdk = AsyncLetta(base_url=self.base_url, api_key=token or None, http_client=http, max_retries=0)
 
     async def call(self, operation: Callable[[], Awaitable[T]]) -> T:
         """Run one SDK call with Letta's errors turned into ``UpstreamError``."""

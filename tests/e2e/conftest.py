@@ -1,0 +1,174 @@
+"""The real stack, booted once per test run: Postgres, Letta 0.16.8, the LiteLLM double, the pg_net
+relay, the Edge Function under Deno, and the service as a separate process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from devstack.gotrue import sign_up
+from devstack.postgres import LocalPostgres
+from devstack.stack import Stack, StackConfig
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="session")
+def stack(pg_cluster: LocalPostgres) -> Iterator[Stack]:
+    config = StackConfig(
+        name="test",
+        pg_port=pg_cluster.port,
+        letta_port=18283,
+        litellm_port=14000,
+        service_port=18000,
+        functions_port=15321,
+        service_env={"RECONCILE_INTERVAL_SECONDS": "1", "PROVISIONING_MAX_ATTEMPTS": "30"},
+    )
+    stack = Stack(config, postgres=pg_cluster)
+    stack.up()
+    yield stack
+    stack.down()
+
+
+@dataclass
+class User:
+    id: uuid.UUID
+    email: str
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+class StackClient:
+    """What the e2e tests do to the stack: sign users up, call the service, look behind it."""
+
+    def __init__(self, stack: Stack, http: httpx.AsyncClient, db: asyncpg.Pool) -> None:
+        self.stack = stack
+        self.http = http
+        self.db = db
+        self.master = {"Authorization": f"Bearer {stack.config.master_key}"}
+
+    async def sign_up(self, name: str | None = "Ann", *, wait_active: bool = True) -> User:
+        email = f"{uuid.uuid4().hex[:10]}@example.com"
+        user_id = await sign_up(self.stack.database_url, email, {"full_name": name} if name else {})
+        token = self.stack.access_token(user_id, email=email)
+        user = User(user_id, email, token)
+        if wait_active:
+            await self.wait_status(user.id, "active")
+        return user
+
+    async def profile(self, user_id: uuid.UUID) -> dict[str, Any] | None:
+        row = await self.db.fetchrow("select * from public.user_profiles where id = $1", user_id)
+        return dict(row) if row else None
+
+    async def wait_status(self, user_id: uuid.UUID, status: str, timeout: float = 90.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        profile = None
+        while time.monotonic() < deadline:
+            profile = await self.profile(user_id)
+            if profile and profile["agent_status"] == status:
+                return profile
+            await asyncio.sleep(0.2)
+        raise AssertionError(f"user {user_id} not {status} after {timeout}s: {profile}")
+
+    async def wait_for(self, query: str, *args: Any, timeout: float = 60.0) -> Any:
+        """Poll a SQL query until it returns a truthy value."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = await self.db.fetchval(query, *args)
+            if value:
+                return value
+            await asyncio.sleep(0.2)
+        raise AssertionError(f"timed out waiting for: {query} {args}")
+
+    # -- behind the service ------------------------------------------------------------------------------
+    async def litellm(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = await self.http.request(
+            method, f"{self.stack.config.litellm_url}{path}", headers=self.master, **kwargs
+        )
+        response.raise_for_status()
+        return response.json()
+
+    async def litellm_user(self, user_id: uuid.UUID) -> dict[str, Any] | None:
+        """LiteLLM's ``/user/info`` for the user, or None when LiteLLM does not know it."""
+        response = await self.http.get(
+            f"{self.stack.config.litellm_url}/user/info", params={"user_id": str(user_id)}, headers=self.master
+        )
+        if response.status_code in (400, 404):
+            return None
+        response.raise_for_status()
+        body = response.json()
+        return body if body.get("user_info") else None
+
+    async def upstream_requests(self) -> list[dict[str, Any]]:
+        body = await self.litellm("GET", "/_double/requests")
+        return body["requests"] if isinstance(body, dict) else body
+
+    async def letta(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = await self.http.request(method, f"{self.stack.config.letta_url}{path}", **kwargs)
+        response.raise_for_status()
+        return response.json()
+
+    async def agents_of(self, user_id: uuid.UUID) -> list[dict[str, Any]]:
+        return await self.letta("GET", "/v1/agents/", params={"tags": f"user:{user_id}", "match_all_tags": "true"})
+
+    async def providers_named(self, name: str) -> list[dict[str, Any]]:
+        providers = await self.letta("GET", "/v1/providers/", params={"name": name})
+        return [p for p in providers if p["name"] == name]
+
+    # -- the service -------------------------------------------------------------------------------------
+    async def chat(self, user: User, content: str, **kwargs: Any) -> httpx.Response:
+        return await self.http.post(
+            f"{self.stack.config.service_url}/api/v1/chat/message",
+            headers=user.headers,
+            json={"content": content},
+            timeout=120,
+            **kwargs,
+        )
+
+    async def chat_stream(self, user: User, content: str) -> list[tuple[str, dict[str, Any]]]:
+        """Send a message with Accept: text/event-stream and return the parsed events."""
+        events: list[tuple[str, dict[str, Any]]] = []
+        async with self.http.stream(
+            "POST",
+            f"{self.stack.config.service_url}/api/v1/chat/message",
+            headers={**user.headers, "Accept": "text/event-stream"},
+            json={"content": content},
+            timeout=120,
+        ) as response:
+            assert response.status_code == 200, await response.aread()
+            assert response.headers["content-type"].startswith("text/event-stream")
+            async for name, data in parse_sse(response):
+                events.append((name, data))
+        return events
+
+
+async def parse_sse(response: httpx.Response) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    name = None
+    async for line in response.aiter_lines():
+        if line.startswith("event: "):
+            name = line[7:]
+        elif line.startswith("data: ") and name:
+            yield name, json.loads(line[6:])
+            name = None
+
+
+@pytest.fixture
+async def client(stack: Stack) -> AsyncIterator[StackClient]:
+    async with httpx.AsyncClient(timeout=30) as http:
+        pool = await asyncpg.create_pool(stack.database_url, min_size=1, max_size=4)
+        try:
+            yield StackClient(stack, http, pool)
+        finally:
+            await pool.close()
