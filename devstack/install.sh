@@ -104,4 +104,12 @@ else
     step "deno $DENO_VERSION present"
 fi
 
+# --- Edge Function npm dependencies, cached now so `deno serve`/`deno test` never download at run time --
+for config in supabase/functions/*/deno.json; do
+    dir=$(dirname "$config")
+    step "deno cache for $dir"
+    DENO_DIR="$DS/deno-cache" DENO_NO_UPDATE_CHECK=1 "$DENO" install -q --frozen --config "$config" \
+        --entrypoint "$dir"/*.ts
+done
+
 step "devstack ready in $DS"

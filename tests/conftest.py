@@ -6,6 +6,7 @@ end-to-end stack (tests/e2e) runs in the same cluster.
 
 from __future__ import annotations
 
+import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
@@ -17,6 +18,8 @@ from devstack.postgres import LocalPostgres
 from devstack.stack import DEVSTACK
 
 TEST_PG_PORT = 55322
+# LiteLLM (imported by the double's contract test) must use its bundled price map, not fetch one.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 
 @pytest.fixture(scope="session")

@@ -193,7 +193,12 @@ class ChatService:
             elif isinstance(exc, UpstreamError):
                 code = _error_code(str(exc))
                 result.status = "failed"
-                result.error_code = code if code == "budget_exceeded" else "agent_unavailable"
+                # The SDK raises Letta's in-stream error events too (HTTP 200): those are the agent's, not
+                # a lost connection.
+                if code == "budget_exceeded" or exc.status is None or exc.status >= 500:
+                    result.error_code = code if code == "budget_exceeded" else "agent_unavailable"
+                else:
+                    result.error_code = code
                 result.error_message = str(exc)
             else:
                 logger.exception("turn crashed", extra={"turn_id": str(turn.turn_id)})
@@ -316,7 +321,9 @@ class ChatService:
                     "delete from private.chat_turn_leases where user_id = $1 and turn_id = $2", profile.id, turn.turn_id
                 )
         if result.status == "failed":
-            turn.emit("error", {"code": result.error_code or "agent_error", "message": result.error_message or ""})
+            code = result.error_code or "agent_error"
+            # The raw upstream error stays in the database and logs; the client gets a sentence.
+            turn.emit("error", {"code": code, "message": ERROR_MESSAGES.get(code, ERROR_MESSAGES["agent_error"])})
         turn.emit(
             "done",
             {
@@ -379,7 +386,7 @@ class ChatService:
                 """
                 insert into public.usage_metrics (user_id, date, total_messages, prompt_tokens, completion_tokens,
                     total_tokens, total_cost)
-                values ($1, (now() at time zone 'utc')::date, $2, $3, $4, $5, coalesce($6, 0))
+                values ($1, (now() at time zone 'utc')::date, $2, $3, $4, $5, coalesce($6::numeric, 0))
                 on conflict (user_id, date) do update set
                     total_messages = usage_metrics.total_messages + excluded.total_messages,
                     prompt_tokens = usage_metrics.prompt_tokens + excluded.prompt_tokens,
@@ -419,9 +426,20 @@ def _text_of(content: Any) -> str:
     return ""
 
 
+ERROR_MESSAGES = {
+    "budget_exceeded": "your budget is used up; the reply was stopped",
+    "agent_unavailable": "the assistant became unreachable while replying",
+    "llm_error": "the language model failed to answer",
+    "storage_failed": "the reply could not be saved",
+    "internal": "an unexpected error stopped the reply",
+    "agent_error": "the assistant could not finish the reply",
+}
+
+
 def _error_code(text: str) -> str:
     lowered = text.lower()
-    if "budget_exceeded" in lowered or "budget has been exceeded" in lowered:
+    # LiteLLM 1.106.2 rejects over-budget calls with type budget_exceeded ("ExceededBudget: ..."), HTTP 422.
+    if any(marker in lowered for marker in ("budget_exceeded", "budget has been exceeded", "exceededbudget")):
         return "budget_exceeded"
     if "llm" in lowered or "api" in lowered:
         return "llm_error"

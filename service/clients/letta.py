@@ -37,7 +37,7 @@ def _translate(exc: Exception) -> UpstreamError:
     if isinstance(exc, letta_client.APIStatusError):
         status = exc.status_code
         return UpstreamError(
-            SERVICE, f"HTTP {status}: {str(exc)[:300]}", status=status, transient=status >= 500 or status in (408, 429)
+            SERVICE, f"HTTP {status}: {str(exc)[:2000]}", status=status, transient=status >= 500 or status in (408, 429)
         )
     cause = f" ({exc.__cause__})" if exc.__cause__ else ""
     return UpstreamError(SERVICE, f"{type(exc).__name__}: {exc}{cause}", transient=True)
