@@ -53,7 +53,8 @@ class StackConfig:
     letta_port: int = 8283
     litellm_port: int = 4000
     service_port: int = 8000
-    functions_port: int = 54321
+    auth_port: int = 54321
+    functions_port: int = 54320
     master_key: str = "sk-litellm-master-local-dev"
     # Local-only secrets: fixed so a second `make dev` keeps working with stored data.
     webhook_secret: str = "local-dev-webhook-secret-0123456789abcdef"
@@ -68,8 +69,12 @@ class StackConfig:
 
     @property
     def supabase_url(self) -> str:
-        # Where Supabase's API would be; locally it is the Edge Functions server, and the JWKS is inline.
-        return f"http://127.0.0.1:{self.functions_port}"
+        # Where Supabase's API would be; locally the GoTrue double answers its /auth/v1 part.
+        return f"http://127.0.0.1:{self.auth_port}"
+
+    @property
+    def service_key(self) -> str:
+        return f"local-service-role-key-{self.name}-0123456789"
 
     @property
     def issuer(self) -> str:
@@ -89,7 +94,7 @@ class StackConfig:
 
     @property
     def function_url(self) -> str:
-        return f"{self.supabase_url}/functions/v1/signup-webhook"
+        return f"http://127.0.0.1:{self.functions_port}/functions/v1/signup-webhook"
 
 
 class ManagedProcess:
@@ -185,8 +190,7 @@ class Stack:
             "PORT": str(c.service_port),
             "DATABASE_URL": self.database_url,
             "SUPABASE_URL": c.supabase_url,
-            "SUPABASE_JWKS": json.dumps(self.signing_key.jwks()),
-            "SUPABASE_SERVICE_KEY": f"local-service-role-key-{c.name}-0123456789",
+            "SUPABASE_SERVICE_KEY": c.service_key,
             "LETTA_BASE_URL": c.letta_url,
             "LITELLM_BASE_URL": c.litellm_url,
             "LITELLM_MASTER_KEY": c.master_key,
@@ -268,6 +272,28 @@ class Stack:
         assert self.letta is not None
         self.letta.wait_healthy(timeout=120)
 
+    def start_gotrue(self) -> None:
+        c = self.config
+        jwks_file = self.state_dir / "jwks.json"
+        jwks_file.write_text(json.dumps(self.signing_key.jwks()))
+        process = self._process(
+            "gotrue-double",
+            [
+                str(PYTHON),
+                "-m",
+                "devstack.doubles.gotrue_double",
+                "--port",
+                str(c.auth_port),
+                "--db-url",
+                self.database_url,
+                "--service-key",
+                c.service_key,
+                "--jwks-file",
+                str(jwks_file),
+            ],
+        )
+        wait_http(f"{c.supabase_url}/auth/v1/health", 30, process)
+
     def start_relay(self) -> None:
         self._process("pgnet-relay", [str(PYTHON), "-m", "devstack.pgnet_relay", "--db-url", self.database_url])
 
@@ -296,7 +322,7 @@ class Stack:
                 "DENO_NO_UPDATE_CHECK": "1",
             },
         )
-        wait_http(f"{c.supabase_url}/functions/v1/health", 30, process, ok=(200, 404, 405))
+        wait_http(f"http://127.0.0.1:{c.functions_port}/functions/v1/health", 30, process, ok=(200, 404, 405))
 
     def start_service(self) -> None:
         process = self._process("service", [str(PYTHON), "-m", "service"], self.service_environment())
@@ -307,6 +333,7 @@ class Stack:
             self.start_database()
             self.start_letta()  # slowest to boot: start it first, wait for it last
             self.start_litellm()
+            self.start_gotrue()
             self.start_relay()
             self.start_edge_function()
             self.wait_letta()
@@ -342,6 +369,8 @@ ai-chat-backend is running (Ctrl-C stops everything)
   Postgres       {stack.database_url}
   Letta          {c.letta_url}
   LiteLLM double {c.litellm_url}   (master key {c.master_key})
+  GoTrue double  {c.supabase_url}/auth/v1   (JWKS, admin user deletion)
+  Edge Function  {c.function_url}
   logs           {stack.state_dir / "logs"}
 
 Create a user the way Supabase Auth does and get an access token:

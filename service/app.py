@@ -13,8 +13,10 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
+from service.agent import AgentController
 from service.auth.controller import AuthController
 from service.auth.middleware import auth_middleware
+from service.auth.passthrough import AuthPassthroughController
 from service.auth.tokens import TokenVerifier
 from service.billing import Billing
 from service.chat.controller import ChatController
@@ -29,6 +31,7 @@ from service.provisioning.controller import WebhookController
 from service.provisioning.service import Provisioner
 from service.request_context import add_request_id_header, configure_logging, request_id_middleware
 from service.settings import Settings, get_settings
+from service.users import ExportController, UserController
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -73,7 +76,17 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 await pool.close()
 
     return Litestar(
-        route_handlers=[HealthController, AuthController, WebhookController, ChatController, chat_stream],
+        route_handlers=[
+            HealthController,
+            AuthController,
+            AuthPassthroughController,
+            WebhookController,
+            ChatController,
+            ExportController,
+            chat_stream,
+            AgentController,
+            UserController,
+        ],
         lifespan=[lifespan],
         middleware=[request_id_middleware, auth_middleware],
         exception_handlers=exception_handlers,

@@ -6,6 +6,7 @@ end-to-end stack (tests/e2e) runs in the same cluster.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import uuid
@@ -25,6 +26,13 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[LocalPostgres]:
     state_dir = DEVSTACK / "run" / "test"
+    # One test run at a time owns the test stack's folder and ports: a second run would wipe them.
+    state_dir.parent.mkdir(parents=True, exist_ok=True)
+    lock = (state_dir.parent / "test.lock").open("w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        pytest.exit("another test run is using the test stack (.devstack/run/test); wait for it to finish", 3)
     data_dir = state_dir / "pg"
     if data_dir.exists():
         stale = LocalPostgres(data_dir, TEST_PG_PORT)
@@ -37,6 +45,7 @@ def pg_cluster() -> Iterator[LocalPostgres]:
     cluster.start()
     yield cluster
     cluster.stop()
+    lock.close()
 
 
 @pytest.fixture(scope="session")

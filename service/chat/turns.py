@@ -121,26 +121,7 @@ class ChatService:
 
     async def start(self, profile: Profile, content: str) -> Turn:
         await self.check_budget(profile.id)
-        turn_id = uuid.uuid4()
-        acquired = await self.db.fetchval(
-            """
-            insert into private.chat_turn_leases (user_id, turn_id, holder, expires_at)
-            values ($1, $2, $3, now() + make_interval(secs => $4))
-            on conflict (user_id) do update
-              set turn_id = excluded.turn_id, holder = excluded.holder, expires_at = excluded.expires_at,
-                  letta_run_id = null, cancel_requested = false, acquired_at = now()
-              where private.chat_turn_leases.expires_at < now()
-            returning turn_id
-            """,
-            profile.id,
-            turn_id,
-            self.holder,
-            LEASE_SECONDS,
-        )
-        if acquired is None:
-            raise ProblemError(
-                409, "a reply is still being written; wait for it or cancel it", title="Turn In Progress"
-            )
+        turn_id = await self.acquire_lease(profile.id)
         user_message_id = await self.db.fetchval(
             "insert into public.messages (user_id, turn_id, role, content, status) "
             "values ($1, $2, 'user', $3, 'pending') returning id",
@@ -166,6 +147,35 @@ class ChatService:
         self._turns.add(turn.task)
         turn.task.add_done_callback(self._turns.discard)
         return turn
+
+    async def acquire_lease(self, user_id: uuid.UUID, holder: str | None = None) -> uuid.UUID:
+        """Take the user's one-at-a-time lease (409 if a live one exists); returns its id."""
+        lease_id = uuid.uuid4()
+        acquired = await self.db.fetchval(
+            """
+            insert into private.chat_turn_leases (user_id, turn_id, holder, expires_at)
+            values ($1, $2, $3, now() + make_interval(secs => $4))
+            on conflict (user_id) do update
+              set turn_id = excluded.turn_id, holder = excluded.holder, expires_at = excluded.expires_at,
+                  letta_run_id = null, cancel_requested = false, acquired_at = now()
+              where private.chat_turn_leases.expires_at < now()
+            returning turn_id
+            """,
+            user_id,
+            lease_id,
+            holder or self.holder,
+            LEASE_SECONDS,
+        )
+        if acquired is None:
+            raise ProblemError(
+                409, "a reply is still being written; wait for it or cancel it", title="Turn In Progress"
+            )
+        return lease_id
+
+    async def release_lease(self, user_id: uuid.UUID, lease_id: uuid.UUID) -> None:
+        await self.db.execute(
+            "delete from private.chat_turn_leases where user_id = $1 and turn_id = $2", user_id, lease_id
+        )
 
     async def request_cancel(self, user_id: uuid.UUID) -> bool:
         """Ask the user's running turn (on whichever replica) to stop; False if none is running."""
@@ -317,9 +327,7 @@ class ChatService:
             result.status, result.error_code = "failed", "storage_failed"
         finally:
             with contextlib.suppress(OSError, asyncpg.PostgresError):
-                await self.db.execute(
-                    "delete from private.chat_turn_leases where user_id = $1 and turn_id = $2", profile.id, turn.turn_id
-                )
+                await self.release_lease(profile.id, turn.turn_id)
         if result.status == "failed":
             code = result.error_code or "agent_error"
             # The raw upstream error stays in the database and logs; the client gets a sentence.

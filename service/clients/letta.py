@@ -57,6 +57,8 @@ class LettaClient:
         self.base_url = base_url.rstrip("/")
         # A self-hosted Letta without a password takes no token: send no Authorization header at all.
         self.sdk = AsyncLetta(base_url=self.base_url, api_key=token or None, http_client=http, max_retries=0)
+        # Without a token the SDK falls back to $LETTA_API_KEY; only LETTA_API_TOKEN may configure it.
+        self.sdk.api_key = token or None
 
     async def call(self, operation: Callable[[], Awaitable[T]]) -> T:
         """Run one SDK call with Letta's errors turned into ``UpstreamError``."""
@@ -127,9 +129,10 @@ class LettaClient:
     async def open_stream(self, agent_id: str, content: str) -> LettaStream:
         """Start a token-streamed turn; returns once Letta has accepted it (errors here are pre-stream)."""
         stream = await self.call(
-            lambda: self.sdk.agents.messages.stream(
+            lambda: self.sdk.agents.messages.create(
                 agent_id,
                 messages=[{"role": "user", "content": content}],
+                streaming=True,
                 stream_tokens=True,
                 include_pings=True,
             )
@@ -138,6 +141,29 @@ class LettaClient:
 
     async def cancel_run(self, agent_id: str, run_id: str) -> None:
         await self.call(lambda: self.sdk.agents.messages.cancel(agent_id, run_ids=[run_id]))
+
+    # -- memory -----------------------------------------------------------------------------------------
+    async def memory_blocks(self, agent_id: str) -> list[dict[str, Any]]:
+        """Core memory blocks: ``[{"label", "value", "limit"}]``."""
+
+        async def read() -> list[dict[str, Any]]:
+            agent = await self.sdk.agents.retrieve(agent_id, include=["agent.blocks"])
+            blocks = agent.blocks or (agent.memory.blocks if agent.memory else [])
+            return [{"label": b.label, "value": b.value, "limit": b.limit} for b in blocks if b.label]
+
+        return await self.call(read)
+
+    async def update_block(self, agent_id: str, label: str, value: str) -> None:
+        await self.call(lambda: self.sdk.agents.blocks.update(label, agent_id=agent_id, value=value))
+
+    async def archival_count(self, agent_id: str) -> int:
+        # Letta 0.16.8 reports the count only in its context-window overview.
+        overview = await self.call(lambda: self.sdk.get(f"/v1/agents/{agent_id}/context", cast_to=object))
+        return int(overview.get("num_archival_memory", 0)) if isinstance(overview, dict) else 0
+
+    async def archival_search(self, agent_id: str, query: str, top_k: int) -> list[dict[str, Any]]:
+        found = await self.call(lambda: self.sdk.agents.passages.search(agent_id, query=query, top_k=top_k))
+        return [{"content": r.content, "timestamp": str(r.timestamp) if r.timestamp else None} for r in found.results]
 
     async def delete_agent(self, agent_id: str) -> None:
         try:

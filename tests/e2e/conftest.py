@@ -30,7 +30,8 @@ def stack(pg_cluster: LocalPostgres) -> Iterator[Stack]:
         letta_port=18283,
         litellm_port=14000,
         service_port=18000,
-        functions_port=15321,
+        auth_port=15321,
+        functions_port=15320,
         service_env={"RECONCILE_INTERVAL_SECONDS": "1", "PROVISIONING_MAX_ATTEMPTS": "30"},
     )
     stack = Stack(config, postgres=pg_cluster)

@@ -1,0 +1,206 @@
+"""``/api/v1/agent``: the caller's own agent — status, memory, reset.
+
+Ownership: the agent id always comes from the caller's profile, never from the request, so a user can
+reach no agent but their own (Letta itself does not isolate users within one organisation).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from functools import partial
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Request, get, patch, post
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.params import JSONBody, Parameter
+
+from service.auth.tokens import Principal
+from service.chat.turns import ChatService
+from service.clients.base import UpstreamError
+from service.clients.letta import LettaClient, provider_name
+from service.errors import ProblemError
+from service.profiles import get_profile
+from service.provisioning.agent_spec import agent_spec
+from service.provisioning.deps import ActiveProfile, provide_active_profile
+from service.retry import with_retries
+
+logger = logging.getLogger("service.agent")
+
+EDITABLE_BLOCKS = ("human", "persona")
+
+
+class LettaStatus(msgspec.Struct):
+    reachable: bool
+    latency_ms: float
+    agent_found: bool | None
+
+
+class AgentStatus(msgspec.Struct, kw_only=True):
+    agent_status: str
+    agent_id: str | None
+    model: str | None
+    last_active_at: datetime | None
+    provisioning_attempts: int
+    provisioning_error: str | None
+    letta: LettaStatus
+
+
+class MemoryBlock(msgspec.Struct):
+    label: str
+    value: str
+    limit: int | None
+
+
+class ArchivalHit(msgspec.Struct):
+    content: str
+    timestamp: str | None
+
+
+class AgentMemory(msgspec.Struct, kw_only=True):
+    agent_id: str
+    blocks: list[MemoryBlock]
+    archival_count: int
+    archival_results: list[ArchivalHit] | None = None
+
+
+class MemoryUpdate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    human: str | None = None
+    persona: str | None = None
+
+
+class ResetRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    keep_memory: bool = False
+
+
+class ResetResult(msgspec.Struct):
+    agent_id: str
+    previous_agent_id: str | None
+    kept_memory: bool
+
+
+def _upstream_problem(exc: UpstreamError) -> ProblemError:
+    logger.warning("letta call failed", extra={"error": str(exc)})
+    return ProblemError(
+        503,
+        "the agent service is unreachable right now; retry shortly",
+        title="Agent Unavailable",
+        headers={"Retry-After": "5"},
+    )
+
+
+async def read_memory(letta: LettaClient, agent_id: str, query: str | None, top_k: int) -> AgentMemory:
+    try:
+        blocks = await letta.memory_blocks(agent_id)
+        count = await letta.archival_count(agent_id)
+        hits = await letta.archival_search(agent_id, query, top_k) if query else None
+    except UpstreamError as exc:
+        raise _upstream_problem(exc) from exc
+    return AgentMemory(
+        agent_id=agent_id,
+        blocks=[MemoryBlock(b["label"], b["value"], b["limit"]) for b in blocks],
+        archival_count=count,
+        archival_results=[ArchivalHit(h["content"], h["timestamp"]) for h in hits] if hits is not None else None,
+    )
+
+
+class AgentController(Controller):
+    path = "/api/v1/agent"
+    tags = ["agent"]
+    dependencies = {"profile": Provide(provide_active_profile)}
+
+    @get("/status", summary="Provisioning status, agent id, model, last activity and Letta reachability")
+    async def status(self, request: Request[Principal, Any, Any], state: State) -> AgentStatus:
+        user_id = request.user.user_id
+        if user_id is None:
+            raise ProblemError(403, "this route acts for a signed-in user; the service role has no agent")
+        profile = await get_profile(state.db, user_id)
+        if profile is None:
+            state.provisioner.schedule(user_id)
+            raise ProblemError(404, "no profile yet: it is being created", headers={"Retry-After": "5"})
+        letta: LettaClient = state.letta
+        health = (await letta.health())["letta"]
+        agent_found = None
+        if health["ok"] and profile.letta_agent_id:
+            try:
+                agent_found = await letta.get_agent(profile.letta_agent_id) is not None
+            except UpstreamError:
+                agent_found = None
+        return AgentStatus(
+            agent_status=profile.agent_status,
+            agent_id=profile.letta_agent_id,
+            model=profile.model,
+            last_active_at=profile.last_active_at,
+            provisioning_attempts=profile.provisioning_attempts,
+            provisioning_error=profile.provisioning_error,
+            letta=LettaStatus(reachable=health["ok"], latency_ms=health["latency_ms"], agent_found=agent_found),
+        )
+
+    @get("/memory", summary="Core memory blocks, archival memory count, optional archival search")
+    async def memory(
+        self,
+        profile: ActiveProfile,
+        state: State,
+        q: Annotated[str | None, Parameter(description="search archival memory", min_length=1, max_length=500)] = None,
+        top_k: Annotated[int, Parameter(ge=1, le=50, description="archival search results")] = 10,
+    ) -> AgentMemory:
+        return await read_memory(state.letta, profile.letta_agent_id or "", q, top_k)
+
+    @patch("/memory", summary="Replace the human and/or persona block (each within its limit)")
+    async def update_memory(self, data: JSONBody[MemoryUpdate], profile: ActiveProfile, state: State) -> AgentMemory:
+        updates = {label: getattr(data, label) for label in EDITABLE_BLOCKS if getattr(data, label) is not None}
+        if not updates:
+            raise ProblemError(422, "send human and/or persona")
+        letta: LettaClient = state.letta
+        agent_id = profile.letta_agent_id or ""
+        try:
+            limits = {b["label"]: b["limit"] for b in await letta.memory_blocks(agent_id)}
+            for label, value in updates.items():
+                limit = limits.get(label)
+                if limit is not None and len(value) > limit:
+                    raise ProblemError(
+                        422, f"{label} is {len(value)} characters; its limit is {limit}", label=label, limit=limit
+                    )
+            for label, value in updates.items():
+                await letta.update_block(agent_id, label, value)
+        except UpstreamError as exc:
+            raise _upstream_problem(exc) from exc
+        return await read_memory(letta, agent_id, None, 0)
+
+    @post("/reset", status_code=200, summary="Replace the agent with a fresh one; chat history stays")
+    async def reset(self, data: JSONBody[ResetRequest], profile: ActiveProfile, state: State) -> ResetResult:
+        chat: ChatService = state.chat
+        letta: LettaClient = state.letta
+        uid = str(profile.id)
+        # Hold the chat lease: no turn may talk to an agent that is being replaced.
+        lease = await chat.acquire_lease(profile.id, holder="agent-reset")
+        try:
+            current = profile.letta_agent_id
+            # Leftovers of an interrupted reset (a new agent never recorded, or an old one never deleted).
+            for stray in await with_retries(lambda: letta.agents_of(uid)):
+                if stray.id != current:
+                    await with_retries(partial(letta.delete_agent, stray.id))
+            blocks = None
+            if data.keep_memory and current:
+                blocks = {
+                    b["label"]: b["value"]
+                    for b in await with_retries(lambda: letta.memory_blocks(current))
+                    if b["label"] in EDITABLE_BLOCKS
+                }
+            spec = agent_spec(
+                state.settings, uid, profile.display_name, provider_name(uid), state.litellm.openai_base_url, blocks
+            )
+            agent = await with_retries(lambda: letta.create_agent(spec))
+            await state.db.execute(
+                "update public.user_profiles set letta_agent_id = $2 where id = $1", profile.id, agent.id
+            )
+            if current:
+                await with_retries(lambda: letta.delete_agent(current))
+        except UpstreamError as exc:
+            raise _upstream_problem(exc) from exc
+        finally:
+            await chat.release_lease(profile.id, lease)
+        logger.info("agent reset", extra={"user_id": uid, "agent_id": agent.id, "previous": current})
+        return ResetResult(agent_id=agent.id, previous_agent_id=current, kept_memory=blocks is not None)

@@ -1,0 +1,494 @@
+"""``/api/v1/auth/register|login|refresh``: a thin, stateless pass-through to Supabase Auth (GoTrue).
+
+For clients that cannot (or should not) embed supabase-js: we forward to GoTrue with the project's anon
+key and return its answer as GoTrue sent it. Nothing is kept between requests: every request gets its own
+``AsyncGoTrueClient`` (sharing only the pooled ``httpx.AsyncClient``) with ``persist_session=False`` and
+``auto_refresh_token=False``, so no session outlives the request and no background refresh timer starts.
+
+Behaviour:
+
+* ``POST /register`` → ``200 {"user": {...}, "session": {...} | null}``. ``session`` is ``null`` when the
+  project requires email confirmation. Always 200, never 201: GoTrue answers a repeated sign-up of a
+  confirmed address with the same 200 and an obfuscated user (anti-enumeration), so "created" would be a lie.
+* ``POST /login`` and ``POST /refresh`` → ``200`` with GoTrue's token response as is (``access_token``,
+  ``token_type``, ``expires_in``, ``expires_at``, ``refresh_token``, ``user``, plus ``weak_password`` or
+  provider tokens when GoTrue sends them).
+* GoTrue 4xx → the same status as problem details: ``detail`` = GoTrue's message, ``code`` = its error code
+  (``null`` if it gave none; the OAuth ``error`` of old-style bodies otherwise), ``reasons`` for
+  ``weak_password``, ``Retry-After`` passed on for 429.
+* Network failure, timeout or GoTrue/gateway 5xx → 503 "Supabase Auth is unreachable". A 401/404 without a
+  GoTrue error code is the API gateway rejecting *our* key or URL, not the caller → 503 too.
+* A 2xx body we cannot read, or an unexpected status → 502.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable
+from http import HTTPStatus
+from typing import Annotated, Any, TypeVar
+
+import httpx
+import msgspec
+from litestar import Controller, post
+from litestar.datastructures import State
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import Example
+from litestar.params import Body
+from msgspec import Meta
+from pydantic import ValidationError as PydanticValidationError
+from supabase_auth import AsyncGoTrueClient
+from supabase_auth.errors import AuthError, AuthRetryableError, AuthUnknownError, AuthWeakPasswordError
+
+from service.errors import PROBLEM_JSON, ProblemError
+from service.settings import Settings
+
+logger = logging.getLogger("service.auth.passthrough")
+
+T = TypeVar("T")
+
+MAX_EMAIL_CHARS = 320  # RFC 5321: 64 local + @ + 255 domain
+MAX_PASSWORD_BYTES = 72  # bcrypt ignores the rest; GoTrue rejects longer passwords
+MAX_REFRESH_TOKEN_CHARS = 2048
+MAX_METADATA_KEYS = 32
+# user_metadata is copied into every access token GoTrue issues: keep it small.
+MAX_METADATA_BYTES = 4096
+
+UNREACHABLE = "Supabase Auth is unreachable"
+NOT_CONFIGURED = "auth pass-through is not configured: set SUPABASE_ANON_KEY"
+
+Email = Annotated[
+    str,
+    Meta(
+        min_length=3,
+        max_length=MAX_EMAIL_CHARS,
+        description="The user's email address; Supabase Auth validates it.",
+        examples=["ada@example.com"],
+    ),
+]
+Password = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=MAX_PASSWORD_BYTES,
+        description=f"At most {MAX_PASSWORD_BYTES} bytes as UTF-8. Strength rules are the Supabase project's.",
+        examples=["correct horse battery staple"],
+    ),
+]
+RefreshToken = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=MAX_REFRESH_TOKEN_CHARS,
+        description="The refresh_token of a session returned by login, register or refresh.",
+        examples=["v2ns4xb6jzqa"],
+    ),
+]
+UserMetadata = Annotated[
+    dict[str, Any],
+    Meta(
+        max_length=MAX_METADATA_KEYS,
+        description=(
+            f"User metadata stored as user_metadata (at most {MAX_METADATA_KEYS} keys and "
+            f"{MAX_METADATA_BYTES} bytes as JSON); it ends up in every access token."
+        ),
+        examples=[{"full_name": "Ada Lovelace"}],
+    ),
+]
+
+
+def _check_password_bytes(password: str) -> None:
+    # msgspec's max_length counts characters; bcrypt's limit is in bytes.
+    if len(password.encode()) > MAX_PASSWORD_BYTES:
+        raise ValueError(f"password must be at most {MAX_PASSWORD_BYTES} bytes as UTF-8")
+
+
+class RegisterRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    email: Email
+    password: Password
+    data: UserMetadata | None = None
+
+    def __post_init__(self) -> None:
+        _check_password_bytes(self.password)
+        if self.data and len(msgspec.json.encode(self.data)) > MAX_METADATA_BYTES:
+            raise ValueError(f"data must be at most {MAX_METADATA_BYTES} bytes as JSON")
+
+
+class LoginRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    email: Email
+    password: Password
+
+    def __post_init__(self) -> None:
+        _check_password_bytes(self.password)
+
+
+class RefreshRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    refresh_token: RefreshToken
+
+
+class AuthSession(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """GoTrue's token response (``AccessTokenResponse``), field for field."""
+
+    access_token: str
+    token_type: str
+    expires_in: int
+    expires_at: int | None = None
+    refresh_token: str
+    user: dict[str, Any]
+    provider_token: str | None = None
+    provider_refresh_token: str | None = None
+    weak_password: dict[str, Any] | None = None
+
+
+class RegisterResponse(msgspec.Struct):
+    user: dict[str, Any]
+    session: AuthSession | None
+
+
+class Problem(msgspec.Struct, omit_defaults=True):
+    """RFC 9457 problem details as service.errors renders them (documentation only)."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    request_id: str | None = None
+    code: str | None = None
+    reasons: list[str] | None = None
+
+
+_USER_EXAMPLE: dict[str, Any] = {
+    "id": "8f0c6d8e-2b5c-4a52-9a53-1f0b8b1e2c3d",
+    "aud": "authenticated",
+    "role": "authenticated",
+    "email": "ada@example.com",
+    "email_confirmed_at": "2025-01-15T10:30:00.123456Z",
+    "phone": "",
+    "confirmed_at": "2025-01-15T10:30:00.123456Z",
+    "last_sign_in_at": "2025-01-15T10:30:00.234567Z",
+    "app_metadata": {"provider": "email", "providers": ["email"]},
+    "user_metadata": {"full_name": "Ada Lovelace"},
+    "identities": [],
+    "created_at": "2025-01-15T10:30:00.012345Z",
+    "updated_at": "2025-01-15T10:30:00.234567Z",
+    "is_anonymous": False,
+}
+_UNCONFIRMED_USER_EXAMPLE: dict[str, Any] = {
+    **{k: v for k, v in _USER_EXAMPLE.items() if k not in ("email_confirmed_at", "confirmed_at", "last_sign_in_at")},
+    "confirmation_sent_at": "2025-01-15T10:30:00.345678Z",
+}
+_SESSION_EXAMPLE: dict[str, Any] = {
+    "access_token": "eyJhbGciOiJFUzI1NiIsImtpZCI6Ii4uLiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIuLi4ifQ.c2lnbmF0dXJl",
+    "token_type": "bearer",
+    "expires_in": 3600,
+    "expires_at": 1736940600,
+    "refresh_token": "v2ns4xb6jzqa",
+    "user": _USER_EXAMPLE,
+}
+
+
+def _problem_spec(description: str, status: int, code: str | None, detail: str) -> ResponseSpec:
+    example = {"type": "about:blank", "title": HTTPStatus(status).phrase, "status": status, "detail": detail}
+    if code is not None:
+        example["code"] = code
+    return ResponseSpec(
+        data_container=Problem,
+        description=description,
+        media_type=PROBLEM_JSON,
+        generate_examples=False,
+        examples=[Example(summary=code or HTTPStatus(status).phrase, value=example)],
+    )
+
+
+_COMMON_ERRORS: dict[int, ResponseSpec] = {
+    429: _problem_spec(
+        "Supabase Auth's rate limit (Retry-After is passed on when given)",
+        429,
+        "over_request_rate_limit",
+        "Request rate limit reached",
+    ),
+    502: _problem_spec(
+        "Supabase Auth answered with something unreadable or an unexpected status",
+        502,
+        None,
+        "Supabase Auth answered the login with an unreadable response",
+    ),
+    503: _problem_spec("Supabase Auth is unreachable, failing, or SUPABASE_ANON_KEY is unset", 503, None, UNREACHABLE),
+}
+
+
+class _RequestScopedGoTrue(AsyncGoTrueClient):
+    """A GoTrue client for one request that remembers the raw body of the last response.
+
+    Why the raw body: the library's pydantic models drop fields they do not know and re-format timestamps,
+    and we promise to return what Supabase returned.
+    """
+
+    def __init__(self, url: str, anon_key: str, http: httpx.AsyncClient) -> None:
+        super().__init__(
+            url=url,
+            headers={"apikey": anon_key},
+            http_client=http,
+            persist_session=False,
+            auto_refresh_token=False,
+        )
+        self.raw_body = b""
+
+    async def _request(self, *args: Any, **kwargs: Any) -> httpx.Response:
+        response = await super()._request(*args, **kwargs)
+        self.raw_body = response.content
+        return response
+
+
+def _gotrue(state: State) -> _RequestScopedGoTrue:
+    settings: Settings = state.settings
+    if not settings.supabase_anon_key:
+        raise ProblemError(503, NOT_CONFIGURED)
+    return _RequestScopedGoTrue(f"{settings.supabase_url}/auth/v1", settings.supabase_anon_key, state.http)
+
+
+def _upstream_response(exc: AuthError) -> httpx.Response | None:
+    # supabase_auth raises its errors `from` the httpx.HTTPStatusError, which still holds the response.
+    cause = exc.__cause__
+    return cause.response if isinstance(cause, httpx.HTTPStatusError) else None
+
+
+def _json_object(response: httpx.Response | None) -> dict[str, Any]:
+    if response is None:
+        return {}
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _first_str(body: dict[str, Any], *keys: str) -> str | None:
+    return next((body[k] for k in keys if isinstance(body.get(k), str) and body[k]), None)
+
+
+def _is_client_error(status: int) -> bool:
+    # A status HTTPStatus does not know has no title for the problem: treat it as unexpected.
+    try:
+        HTTPStatus(status)
+    except ValueError:
+        return False
+    return 400 <= status < 500
+
+
+def _problem_from_auth_error(operation: str, exc: AuthError) -> ProblemError:
+    upstream = _upstream_response(exc)
+    if isinstance(exc, AuthRetryableError) or (upstream is not None and upstream.status_code >= 500):
+        logger.warning(
+            "supabase auth unreachable",
+            extra={
+                "operation": operation,
+                "upstream_status": upstream.status_code if upstream is not None else None,
+                "error": exc.message[:200],
+            },
+        )
+        return ProblemError(503, UNREACHABLE)
+
+    # The upstream body is the fallback when the library could not make sense of it (it then raises
+    # AuthUnknownError, e.g. for a `weak_password` error without `reasons`). GoTrue's three error shapes:
+    # {"code": "<error code>", "message"} (API version 2024-01-01, which supabase_auth requests),
+    # {"code": <status>, "error_code", "msg"} (older) and OAuth's {"error", "error_description"}.
+    body = _json_object(upstream)
+    status = upstream.status_code if upstream is not None else getattr(exc, "status", None)
+    if not isinstance(status, int) or not _is_client_error(status):
+        logger.error("supabase auth unexpected error", extra={"operation": operation, "upstream_status": status})
+        return ProblemError(502, f"Supabase Auth answered the {operation} with an unexpected error")
+
+    code: str | None = exc.code or _first_str(body, "error_code", "code", "error")
+    if code is None and status in (401, 404):
+        # GoTrue labels its own 401/404s; a bare one comes from the gateway: wrong SUPABASE_URL or anon key.
+        logger.error("supabase auth rejected this service", extra={"operation": operation, "upstream_status": status})
+        return ProblemError(
+            503, f"Supabase Auth rejected this service (HTTP {status}): check SUPABASE_URL and SUPABASE_ANON_KEY"
+        )
+
+    detail = exc.message
+    if isinstance(exc, AuthUnknownError) or not detail:
+        detail = _first_str(body, "msg", "message", "error_description", "error") or HTTPStatus(status).phrase
+    logger.info("supabase auth refused", extra={"operation": operation, "upstream_status": status, "code": code})
+    extra: dict[str, Any] = {"code": code}
+    reasons: Any = exc.reasons if isinstance(exc, AuthWeakPasswordError) else None
+    if reasons is None and isinstance(weak := body.get("weak_password"), dict):
+        reasons = weak.get("reasons")
+    if isinstance(reasons, list) and reasons:
+        extra["reasons"] = [str(r) for r in reasons]
+    headers: dict[str, str] = {}
+    retry_after = upstream.headers.get("retry-after") if upstream is not None else None
+    if status == 429 and retry_after:
+        headers["Retry-After"] = retry_after
+    return ProblemError(status, detail, headers=headers or None, **extra)
+
+
+async def _call(operation: str, call: Awaitable[T]) -> T:
+    """Await a supabase_auth call, turning its failures into problem details."""
+    try:
+        return await call
+    except AuthError as exc:
+        raise _problem_from_auth_error(operation, exc) from exc
+    except PydanticValidationError as exc:
+        # A 2xx body the library could not parse as a session or a user.
+        logger.error("supabase auth response unreadable", extra={"operation": operation})
+        raise ProblemError(502, f"Supabase Auth answered the {operation} with an unreadable response") from exc
+
+
+def _decode(operation: str, raw: bytes, type_: type[T]) -> T:
+    try:
+        return msgspec.json.decode(raw, type=type_)
+    except msgspec.DecodeError as exc:
+        logger.error("supabase auth response unreadable", extra={"operation": operation})
+        raise ProblemError(502, f"Supabase Auth answered the {operation} with an unreadable response") from exc
+
+
+def _session(operation: str, raw: bytes, expires_at: int | None) -> AuthSession:
+    session = _decode(operation, raw, AuthSession)
+    if session.expires_at is None:
+        # Older GoTrue omits it; the library derives it from expires_in, as supabase-js does.
+        session.expires_at = expires_at
+    return session
+
+
+class AuthPassthroughController(Controller):
+    path = "/api/v1/auth"
+    tags = ["auth"]
+    # Public: the middleware lets these paths through (PUBLIC_PATHS); [{}] overrides the global bearer requirement.
+    security = [{}]
+
+    @post(
+        "/register",
+        status_code=200,
+        summary="Sign up with email and password (Supabase Auth)",
+        description=(
+            "Forwards to Supabase Auth's `POST /auth/v1/signup`. `session` is `null` when the project requires "
+            "email confirmation (the user must confirm before logging in). Always 200: Supabase answers a repeated "
+            "sign-up of a confirmed address the same way, with an obfuscated user."
+        ),
+        responses={
+            200: ResponseSpec(
+                data_container=RegisterResponse,
+                description="The new user, with a session unless email confirmation is required",
+                generate_examples=False,
+                examples=[
+                    Example(
+                        summary="Email confirmation required",
+                        value={"user": _UNCONFIRMED_USER_EXAMPLE, "session": None},
+                    ),
+                    Example(summary="Auto-confirmed", value={"user": _USER_EXAMPLE, "session": _SESSION_EXAMPLE}),
+                ],
+            ),
+            400: _problem_spec(
+                "Invalid request body, or an email Supabase rejects",
+                400,
+                "email_address_invalid",
+                'Email address "ada@example" is invalid',
+            ),
+            422: _problem_spec(
+                "User exists, weak password or sign-ups disabled", 422, "user_already_exists", "User already registered"
+            ),
+            **_COMMON_ERRORS,
+        },
+    )
+    async def register(
+        self,
+        data: Annotated[
+            RegisterRequest,
+            Body(
+                examples=[
+                    Example(
+                        summary="With metadata",
+                        value={
+                            "email": "ada@example.com",
+                            "password": "correct horse battery staple",
+                            "data": {"full_name": "Ada Lovelace"},
+                        },
+                    )
+                ]
+            ),
+        ],
+        state: State,
+    ) -> RegisterResponse:
+        gotrue = _gotrue(state)
+        result = await _call(
+            "sign-up",
+            gotrue.sign_up({"email": data.email, "password": data.password, "options": {"data": data.data or {}}}),
+        )
+        if result.session is None:
+            # Email confirmation on: GoTrue's body is the user itself.
+            return RegisterResponse(user=_decode("sign-up", gotrue.raw_body, dict[str, Any]), session=None)
+        session = _session("sign-up", gotrue.raw_body, result.session.expires_at)
+        return RegisterResponse(user=session.user, session=session)
+
+    @post(
+        "/login",
+        status_code=200,
+        summary="Log in with email and password (Supabase Auth)",
+        description="Forwards to Supabase Auth's `POST /auth/v1/token?grant_type=password`; returns its session.",
+        responses={
+            200: ResponseSpec(
+                data_container=AuthSession,
+                description="Supabase's session",
+                generate_examples=False,
+                examples=[Example(summary="Session", value=_SESSION_EXAMPLE)],
+            ),
+            400: _problem_spec(
+                "Wrong email or password, or email not confirmed",
+                400,
+                "invalid_credentials",
+                "Invalid login credentials",
+            ),
+            **_COMMON_ERRORS,
+        },
+    )
+    async def login(
+        self,
+        data: Annotated[
+            LoginRequest,
+            Body(examples=[Example(value={"email": "ada@example.com", "password": "correct horse battery staple"})]),
+        ],
+        state: State,
+    ) -> AuthSession:
+        gotrue = _gotrue(state)
+        result = await _call("login", gotrue.sign_in_with_password({"email": data.email, "password": data.password}))
+        if result.session is None:  # GoTrue always returns a session for a password grant
+            raise ProblemError(502, "Supabase Auth answered the login without a session")
+        return _session("login", gotrue.raw_body, result.session.expires_at)
+
+    @post(
+        "/refresh",
+        status_code=200,
+        summary="Exchange a refresh token for a new session (Supabase Auth)",
+        description=(
+            "Forwards to Supabase Auth's `POST /auth/v1/token?grant_type=refresh_token`. Refresh tokens are "
+            "single-use: keep the new one."
+        ),
+        responses={
+            200: ResponseSpec(
+                data_container=AuthSession,
+                description="Supabase's new session",
+                generate_examples=False,
+                examples=[Example(summary="Session", value=_SESSION_EXAMPLE)],
+            ),
+            400: _problem_spec(
+                "Unknown, revoked or already used refresh token",
+                400,
+                "refresh_token_not_found",
+                "Invalid Refresh Token: Refresh Token Not Found",
+            ),
+            **_COMMON_ERRORS,
+        },
+    )
+    async def refresh(
+        self,
+        data: Annotated[RefreshRequest, Body(examples=[Example(value={"refresh_token": "v2ns4xb6jzqa"})])],
+        state: State,
+    ) -> AuthSession:
+        gotrue = _gotrue(state)
+        result = await _call("refresh", gotrue.refresh_session(data.refresh_token))
+        if result.session is None:  # refresh_session raises rather than return no session
+            raise ProblemError(502, "Supabase Auth answered the refresh without a session")
+        return _session("refresh", gotrue.raw_body, result.session.expires_at)
