@@ -15,7 +15,7 @@ import msgspec
 from litestar import Controller, Request, get, patch, post
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.params import JSONBody, Parameter
+from litestar.params import JSONBody, QueryParameter
 
 from service.auth.tokens import Principal
 from service.chat.turns import ChatService
@@ -25,6 +25,7 @@ from service.errors import ProblemError
 from service.profiles import get_profile
 from service.provisioning.agent_spec import agent_spec
 from service.provisioning.deps import ActiveProfile, provide_active_profile
+from service.rate_limit import MEMORY_BUCKET, rate_limit
 from service.retry import with_retries
 
 logger = logging.getLogger("service.agent")
@@ -138,17 +139,27 @@ class AgentController(Controller):
             letta=LettaStatus(reachable=health["ok"], latency_ms=health["latency_ms"], agent_found=agent_found),
         )
 
-    @get("/memory", summary="Core memory blocks, archival memory count, optional archival search")
+    @get(
+        "/memory",
+        summary="Core memory blocks, archival memory count, optional archival search",
+        guards=[rate_limit(MEMORY_BUCKET)],
+    )
     async def memory(
         self,
         profile: ActiveProfile,
         state: State,
-        q: Annotated[str | None, Parameter(description="search archival memory", min_length=1, max_length=500)] = None,
-        top_k: Annotated[int, Parameter(ge=1, le=50, description="archival search results")] = 10,
+        q: Annotated[
+            str | None, QueryParameter(description="search archival memory", min_length=1, max_length=500)
+        ] = None,
+        top_k: Annotated[int, QueryParameter(ge=1, le=50, description="archival search results")] = 10,
     ) -> AgentMemory:
         return await read_memory(state.letta, profile.letta_agent_id or "", q, top_k)
 
-    @patch("/memory", summary="Replace the human and/or persona block (each within its limit)")
+    @patch(
+        "/memory",
+        summary="Replace the human and/or persona block (each within its limit)",
+        guards=[rate_limit(MEMORY_BUCKET)],
+    )
     async def update_memory(self, data: JSONBody[MemoryUpdate], profile: ActiveProfile, state: State) -> AgentMemory:
         updates = {label: getattr(data, label) for label in EDITABLE_BLOCKS if getattr(data, label) is not None}
         if not updates:
@@ -169,7 +180,12 @@ class AgentController(Controller):
             raise _upstream_problem(exc) from exc
         return await read_memory(letta, agent_id, None, 0)
 
-    @post("/reset", status_code=200, summary="Replace the agent with a fresh one; chat history stays")
+    @post(
+        "/reset",
+        status_code=200,
+        summary="Replace the agent with a fresh one; chat history stays",
+        guards=[rate_limit(MEMORY_BUCKET)],
+    )
     async def reset(self, data: JSONBody[ResetRequest], profile: ActiveProfile, state: State) -> ResetResult:
         chat: ChatService = state.chat
         letta: LettaClient = state.letta

@@ -29,6 +29,7 @@ from service.errors import exception_handlers
 from service.health import HealthController
 from service.provisioning.controller import WebhookController
 from service.provisioning.service import Provisioner
+from service.rate_limit import CHAT_BUCKET, MEMORY_BUCKET, PostgresRateLimiter
 from service.request_context import add_request_id_header, configure_logging, request_id_middleware
 from service.settings import Settings, get_settings
 from service.users import ExportController, UserController
@@ -59,6 +60,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
             )
             app.state.letta = LettaClient(http, settings.letta_base_url, settings.letta_api_token)
             app.state.litellm = LiteLLMClient(http, settings.litellm_base_url, settings.litellm_master_key)
+            app.state.rate_limiter = PostgresRateLimiter(
+                pool,
+                {
+                    CHAT_BUCKET: (settings.rate_limit_chat_per_minute, 60),
+                    MEMORY_BUCKET: (settings.rate_limit_memory_per_minute, 60),
+                },
+            )
             provisioner = Provisioner(pool, app.state.litellm, app.state.letta, settings)
             app.state.provisioner = provisioner
             app.state.billing = Billing(app.state.litellm)

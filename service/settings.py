@@ -68,6 +68,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     cors_allow_origins: list[str]
     http_timeout_seconds: float
     chat_max_message_bytes: int
+    rate_limit_chat_per_minute: int
+    rate_limit_memory_per_minute: int
 
     @property
     def is_production(self) -> bool:
@@ -204,6 +206,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         cors_allow_origins=r.csv("CORS_ALLOW_ORIGINS", ["http://localhost:3000"]),
         http_timeout_seconds=r.number("HTTP_TIMEOUT_SECONDS", 30.0, minimum=0.1),
         chat_max_message_bytes=r.integer("CHAT_MAX_MESSAGE_BYTES", 16 * 1024, minimum=1),
+        rate_limit_chat_per_minute=r.integer("RATE_LIMIT_CHAT_PER_MINUTE", 20, minimum=1),
+        rate_limit_memory_per_minute=r.integer("RATE_LIMIT_MEMORY_PER_MINUTE", 30, minimum=1),
     )
     if jwks_inline is None and jwt_secret is None and not settings.jwks_url:
         r.problems.append("no way to verify access tokens: set SUPABASE_URL, SUPABASE_JWKS or SUPABASE_JWT_SECRET")

@@ -17,7 +17,7 @@ import msgspec
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.params import JSONBody, Parameter
+from litestar.params import FromQuery, JSONBody, QueryParameter
 from litestar.response import Stream
 
 from service.auth.tokens import Principal
@@ -133,9 +133,9 @@ class UserController(Controller):
         profile: ActiveProfile,
         state: State,
         start: Annotated[
-            date | None, Parameter(query="from", description="first day (UTC), default 29 days ago")
+            date | None, QueryParameter(name="from", description="first day (UTC), default 29 days ago")
         ] = None,
-        end: Annotated[date | None, Parameter(query="to", description="last day (UTC), default today")] = None,
+        end: Annotated[date | None, QueryParameter(name="to", description="last day (UTC), default today")] = None,
     ) -> UsageReport:
         end = end or datetime.now(UTC).date()
         start = start or end - timedelta(days=29)
@@ -284,7 +284,7 @@ class ExportController(Controller):
         dependencies={"profile": Provide(provide_active_profile)},
     )
     async def export(
-        self, profile: ActiveProfile, state: State, format: Literal["json", "markdown"] = "json"
+        self, profile: ActiveProfile, state: State, format: FromQuery[Literal["json", "markdown"]] = "json"
     ) -> Response[Any]:
         stamp = datetime.now(UTC).strftime("%Y%m%d")
         if format == "markdown":

@@ -14,7 +14,7 @@ import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.params import JSONBody, Parameter
+from litestar.params import JSONBody, QueryParameter
 from litestar.response import Stream
 
 from service.auth.tokens import Principal
@@ -22,6 +22,7 @@ from service.chat.schemas import HISTORY_COLUMNS, CancelResult, ChatMessageIn, C
 from service.chat.turns import ChatService, Event, Turn
 from service.errors import ProblemError
 from service.provisioning.deps import ActiveProfile, provide_active_profile
+from service.rate_limit import CHAT_BUCKET, rate_limit
 
 KEEPALIVE_SECONDS = 15.0
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connection": "keep-alive"}
@@ -94,6 +95,7 @@ class ChatController(Controller):
         ),
         status_code=200,
         request_max_body_size=256 * 1024,
+        guards=[rate_limit(CHAT_BUCKET)],
     )
     async def message(
         self, request: Request[Principal, Any, Any], data: JSONBody[ChatMessageIn], profile: ActiveProfile, state: State
@@ -110,9 +112,9 @@ class ChatController(Controller):
         self,
         profile: ActiveProfile,
         state: State,
-        limit: Annotated[int, Parameter(ge=1, le=100, description="page size (1-100)")] = 50,
+        limit: Annotated[int, QueryParameter(ge=1, le=100, description="page size (1-100)")] = 50,
         before: Annotated[
-            str | None, Parameter(description="`next_cursor` of the previous page", max_length=200)
+            str | None, QueryParameter(description="`next_cursor` of the previous page", max_length=200)
         ] = None,
     ) -> HistoryPage:
         args: list[Any] = [profile.id, limit + 1]

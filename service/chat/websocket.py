@@ -31,6 +31,7 @@ from service.chat.controller import validate_content
 from service.chat.turns import ChatService, Turn
 from service.errors import ProblemError
 from service.profiles import get_profile
+from service.rate_limit import CHAT_BUCKET, check_rate_limit
 
 AUTH_TIMEOUT_SECONDS = 10.0
 MAX_FRAME_BYTES = 256 * 1024
@@ -44,6 +45,10 @@ _PROBLEM_CODES = {
     422: "invalid_message",
     503: "agent_unavailable",
 }
+
+
+# Problem-details extension members worth passing on in an error frame.
+_FORWARDED_MEMBERS = ("spend", "max_budget", "retry_after", "turn_id", "limit", "window_seconds")
 
 
 class ClientFrame(msgspec.Struct, forbid_unknown_fields=True):
@@ -136,6 +141,9 @@ class ChatSocket:
             return
         try:
             validate_content(content, self.state.settings.chat_max_message_bytes)
+            decision = await check_rate_limit(self.state, self.principal, CHAT_BUCKET)
+            if not decision.allowed:
+                raise decision.problem()
             profile = await get_profile(self.state.db, self.principal.user_id)
             if profile is None or profile.agent_status != "active" or not profile.letta_agent_id:
                 self.state.provisioner.schedule(self.principal.user_id)
@@ -143,7 +151,11 @@ class ChatSocket:
             self.turn = await self.chat.start(profile, content)
         except ProblemError as exc:
             code = _PROBLEM_CODES.get(exc.status_code, "error")
-            extra = {k: v for k, v in exc.members.items() if k in ("spend", "max_budget", "retry_after", "turn_id")}
+            extra = {
+                k: v
+                for k, v in exc.members.items()
+                if k in ("spend", "max_budget", "retry_after", "turn_id", "limit", "window_seconds")
+            }
             await self.error(code, exc.detail, exc.status_code, **extra)
             return
         self.forwarder = asyncio.create_task(self.forward(self.turn))

@@ -32,7 +32,11 @@ def stack(pg_cluster: LocalPostgres) -> Iterator[Stack]:
         service_port=18000,
         auth_port=15321,
         functions_port=15320,
-        service_env={"RECONCILE_INTERVAL_SECONDS": "1", "PROVISIONING_MAX_ATTEMPTS": "30"},
+        service_env={
+            "RECONCILE_INTERVAL_SECONDS": "1",
+            "PROVISIONING_MAX_ATTEMPTS": "30",
+            "RATE_LIMIT_MEMORY_PER_MINUTE": "10",
+        },
     )
     stack = Stack(config, postgres=pg_cluster)
     stack.up()

@@ -1,0 +1,187 @@
+"""Per-user rate limits that hold across every service replica.
+
+The state lives in Postgres (``private.rate_limit_hit``, migration ``20261121000300_rate_limits``):
+one GCRA timestamp per (user, bucket), decided in a single ``insert ... on conflict do update``, so
+any number of replicas and connections share one exact budget. A bucket configured as ``(L, W)``
+admits a burst of at most L hits and, after that, at most L per W seconds on average; a refused
+hit learns exactly when the next one will be admitted (``Retry-After``).
+
+Fail-open: if the database cannot answer (unreachable, pool exhausted past ``timeout_seconds``,
+migration missing), the hit is ADMITTED and a warning is logged (at most every 30 s). A rate limit
+protects cost and fairness; it must never be the reason signed-in users are locked out.
+
+The service role (``Principal.user_id is None``) is exempt: it is our own tooling, not a user.
+
+Usage::
+
+    @post("/api/v1/chat", guards=[rate_limit(CHAT_BUCKET)])      # HTTP: raises a 429 problem
+
+    decision = await check_rate_limit(state, principal, CHAT_BUCKET)  # WebSocket: send an error frame
+    if not decision.allowed: ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import asyncpg
+from litestar.connection import ASGIConnection
+from litestar.datastructures import State
+from litestar.handlers.base import BaseRouteHandler
+from litestar.types import Guard
+
+from service.auth.tokens import Principal
+from service.errors import ProblemError
+
+logger = logging.getLogger("service.rate_limit")
+
+CHAT_BUCKET = "chat"
+MEMORY_BUCKET = "memory"
+
+_HIT_SQL = "select allowed, remaining, retry_after_seconds from private.rate_limit_hit($1, $2, $3, $4)"
+# Errors that mean "the limiter cannot answer", not "the caller did something wrong": fail open on them.
+_UNAVAILABLE: tuple[type[BaseException], ...] = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+_WARN_EVERY_SECONDS = 30.0
+# The same pattern the table's check constraint enforces.
+_BUCKET_NAME = re.compile(r"^[a-z0-9_.:-]{1,64}$")
+
+
+@dataclass(frozen=True, slots=True)
+class RateDecision:
+    """The outcome of one hit. ``enforced`` is False when no limit was applied (limiter down or absent).
+
+    ``remaining`` (hits still admissible right now) is advisory: under contention a hit that queued on
+    the row lock is judged by its earlier clock and may report one fewer. ``allowed`` is exact.
+    """
+
+    allowed: bool
+    bucket: str
+    limit: int
+    window_seconds: int
+    remaining: int
+    retry_after_seconds: int
+    enforced: bool = True
+
+    def problem(self) -> ProblemError:
+        """The 429 for a refused hit (the WebSocket path can also raise this inside its ProblemError handler)."""
+        return ProblemError(
+            429,
+            f"rate limit for {self.bucket!r} reached ({self.limit} per {self.window_seconds} s); "
+            f"retry in {self.retry_after_seconds} s",
+            title="Too Many Requests",
+            headers={"Retry-After": str(self.retry_after_seconds)},
+            bucket=self.bucket,
+            limit=self.limit,
+            window_seconds=self.window_seconds,
+            retry_after=self.retry_after_seconds,
+        )
+
+
+class RateLimiter(Protocol):
+    async def hit(self, user_id: uuid.UUID, bucket: str) -> RateDecision: ...
+
+
+class PostgresRateLimiter:
+    """GCRA limits in Postgres, exact across replicas; fails open (see the module docstring)."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool[Any],
+        limits: Mapping[str, tuple[int, int]],
+        *,
+        timeout_seconds: float = 2.0,
+    ) -> None:
+        for bucket, (limit, window) in limits.items():
+            # Checked here so a bad setting fails at start-up, not as a 500 on the first request.
+            if not _BUCKET_NAME.fullmatch(bucket):
+                raise ValueError(f"rate limit bucket {bucket!r} must match {_BUCKET_NAME.pattern}")
+            if limit < 1 or window < 1:
+                raise ValueError(f"rate limit {bucket!r}: need limit >= 1 and window >= 1 s, got {limit}/{window} s")
+        self._pool = pool
+        self._limits = dict(limits)
+        self._timeout = timeout_seconds
+        self._last_warning = float("-inf")
+
+    async def hit(self, user_id: uuid.UUID, bucket: str) -> RateDecision:
+        try:
+            limit, window = self._limits[bucket]
+        except KeyError:
+            # A typo must not silently disable a limit: this is a programming error (a 500).
+            raise LookupError(f"no rate limit is configured for bucket {bucket!r}") from None
+        try:
+            # Bounds the wait for a pooled connection too: a saturated pool must not stall every request.
+            async with asyncio.timeout(self._timeout):
+                row = await self._pool.fetchrow(_HIT_SQL, user_id, bucket, limit, window)
+        except asyncpg.ForeignKeyViolationError:
+            # The user was deleted but still holds a valid token; nothing of theirs will work anyway.
+            return RateDecision(True, bucket, limit, window, limit, 0, enforced=False)
+        except _UNAVAILABLE as exc:
+            self._warn(bucket, exc)
+            return RateDecision(True, bucket, limit, window, limit, 0, enforced=False)
+        assert row is not None
+        return RateDecision(
+            allowed=row["allowed"],
+            bucket=bucket,
+            limit=limit,
+            window_seconds=window,
+            remaining=row["remaining"],
+            retry_after_seconds=row["retry_after_seconds"],
+        )
+
+    def _warn(self, bucket: str, exc: BaseException) -> None:
+        # One line per interval, not one per request, while the database is down.
+        now = time.monotonic()
+        if now - self._last_warning >= _WARN_EVERY_SECONDS:
+            self._last_warning = now
+            logger.warning(
+                "rate limiter unavailable, admitting requests unchecked",
+                extra={"bucket": bucket, "error": f"{type(exc).__name__}: {exc}"},
+            )
+
+
+def _exempt(bucket: str) -> RateDecision:
+    return RateDecision(True, bucket, 0, 0, 0, 0, enforced=False)
+
+
+async def check_rate_limit(state: State, principal: Principal | None, bucket: str) -> RateDecision:
+    """Record a hit for ``principal`` and return the decision without raising (for the WebSocket path).
+
+    Exempt (always allowed, ``enforced=False``): no principal, the service role, or no
+    ``state.rate_limiter`` configured.
+    """
+    limiter: RateLimiter | None = getattr(state, "rate_limiter", None)
+    if limiter is None or principal is None or principal.user_id is None:
+        return _exempt(bucket)
+    return await limiter.hit(principal.user_id, bucket)
+
+
+def rate_limit(bucket: str) -> Guard:
+    """A guard that counts one hit per request against ``bucket`` and answers 429 when it is spent."""
+
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        # scope.get, not connection.user: a public route has no user and is simply not limited here.
+        user = connection.scope.get("user")
+        principal = user if isinstance(user, Principal) else None
+        decision = await check_rate_limit(connection.app.state, principal, bucket)
+        if not decision.allowed:
+            raise decision.problem()
+
+    return guard
+
+
+__all__ = [
+    "CHAT_BUCKET",
+    "MEMORY_BUCKET",
+    "PostgresRateLimiter",
+    "RateDecision",
+    "RateLimiter",
+    "check_rate_limit",
+    "rate_limit",
+]
