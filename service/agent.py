@@ -15,13 +15,14 @@ import msgspec
 from litestar import Controller, Request, get, patch, post
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.params import JSONBody, QueryParameter
+from litestar.params import QueryParameter
 
 from service.auth.tokens import Principal
 from service.chat.turns import ChatService
 from service.clients.base import UpstreamError
 from service.clients.letta import LettaClient, provider_name
 from service.errors import ProblemError
+from service.openapi import AGENT_ID, NOT_READY, RATE_LIMITED, body_example, ok, problem
 from service.profiles import get_profile
 from service.provisioning.agent_spec import agent_spec
 from service.provisioning.deps import ActiveProfile, provide_active_profile
@@ -107,12 +108,41 @@ async def read_memory(letta: LettaClient, agent_id: str, query: str | None, top_
     )
 
 
+MEMORY_EXAMPLE = {
+    "agent_id": AGENT_ID,
+    "blocks": [
+        {"label": "human", "value": "User's name: Ada\nmy cat is Miso", "limit": 5000},
+        {"label": "persona", "value": "You are a helpful, intelligent assistant with perfect memory.", "limit": 5000},
+    ],
+    "archival_count": 1,
+    "archival_results": [{"content": "my passport number ends in 42", "timestamp": "2026-11-21 10:15:02 AM UTC"}],
+}
+
+
 class AgentController(Controller):
     path = "/api/v1/agent"
     tags = ["agent"]
     dependencies = {"profile": Provide(provide_active_profile)}
 
-    @get("/status", summary="Provisioning status, agent id, model, last activity and Letta reachability")
+    @get(
+        "/status",
+        summary="Provisioning status, agent id, model, last activity and Letta reachability",
+        responses={
+            200: ok(
+                AgentStatus,
+                "Active agent",
+                {
+                    "agent_status": "active",
+                    "agent_id": AGENT_ID,
+                    "model": "gpt-4o-mini",
+                    "last_active_at": "2026-11-21T10:15:02Z",
+                    "provisioning_attempts": 0,
+                    "provisioning_error": None,
+                    "letta": {"reachable": True, "latency_ms": 3.2, "agent_found": True},
+                },
+            )
+        },
+    )
     async def status(self, request: Request[Principal, Any, Any], state: State) -> AgentStatus:
         user_id = request.user.user_id
         if user_id is None:
@@ -143,6 +173,11 @@ class AgentController(Controller):
         "/memory",
         summary="Core memory blocks, archival memory count, optional archival search",
         guards=[rate_limit(MEMORY_BUCKET)],
+        responses={
+            200: ok(AgentMemory, "Memory with an archival search", MEMORY_EXAMPLE),
+            429: RATE_LIMITED,
+            503: NOT_READY,
+        },
     )
     async def memory(
         self,
@@ -159,8 +194,18 @@ class AgentController(Controller):
         "/memory",
         summary="Replace the human and/or persona block (each within its limit)",
         guards=[rate_limit(MEMORY_BUCKET)],
+        responses={
+            200: ok(AgentMemory, "Updated memory", {**MEMORY_EXAMPLE, "archival_results": None}),
+            422: problem(422, "persona is 5001 characters; its limit is 5000", label="persona", limit=5000),
+            429: RATE_LIMITED,
+        },
     )
-    async def update_memory(self, data: JSONBody[MemoryUpdate], profile: ActiveProfile, state: State) -> AgentMemory:
+    async def update_memory(
+        self,
+        data: Annotated[MemoryUpdate, body_example("New human block", {"human": "User's name: Ada. Has a cat, Miso."})],
+        profile: ActiveProfile,
+        state: State,
+    ) -> AgentMemory:
         updates = {label: getattr(data, label) for label in EDITABLE_BLOCKS if getattr(data, label) is not None}
         if not updates:
             raise ProblemError(422, "send human and/or persona")
@@ -185,8 +230,26 @@ class AgentController(Controller):
         status_code=200,
         summary="Replace the agent with a fresh one; chat history stays",
         guards=[rate_limit(MEMORY_BUCKET)],
+        responses={
+            200: ok(
+                ResetResult,
+                "Replaced",
+                {
+                    "agent_id": "agent-1b2c3d4e-0000-4000-8000-000000000005",
+                    "previous_agent_id": AGENT_ID,
+                    "kept_memory": True,
+                },
+            ),
+            409: problem(409, "a reply is still being written; wait for it or cancel it"),
+            429: RATE_LIMITED,
+        },
     )
-    async def reset(self, data: JSONBody[ResetRequest], profile: ActiveProfile, state: State) -> ResetResult:
+    async def reset(
+        self,
+        data: Annotated[ResetRequest, body_example("Keep core memory", {"keep_memory": True})],
+        profile: ActiveProfile,
+        state: State,
+    ) -> ResetResult:
         chat: ChatService = state.chat
         letta: LettaClient = state.letta
         uid = str(profile.id)

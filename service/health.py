@@ -17,6 +17,7 @@ from litestar.datastructures import State
 
 from service.clients.letta import LettaClient
 from service.clients.litellm import LiteLLMClient
+from service.openapi import ok
 
 
 async def _database(pool: asyncpg.Pool[Any]) -> dict[str, Any]:
@@ -34,11 +35,49 @@ class HealthController(Controller):
     path = "/health"
     tags = ["health"]
 
-    @get("/live", summary="Liveness: the process is serving")
+    @get(
+        "/live",
+        summary="Liveness: the process is serving",
+        responses={200: ok(dict[str, str], "Alive", {"status": "ok"})},
+    )
     async def live(self) -> dict[str, str]:
         return {"status": "ok"}
 
-    @get("/ready", summary="Readiness: database, Letta and LiteLLM each reported with latency")
+    @get(
+        "/ready",
+        summary="Readiness: database, Letta and LiteLLM each reported with latency",
+        responses={
+            200: ok(
+                dict[str, Any],
+                "Ready",
+                {
+                    "status": "ok",
+                    "checks": {
+                        "database": {"ok": True, "latency_ms": 0.6},
+                        "letta": {"ok": True, "latency_ms": 2.9},
+                        "litellm": {"ok": True, "latency_ms": 1.4},
+                    },
+                },
+            ),
+            503: ok(
+                dict[str, Any],
+                "Letta down",
+                {
+                    "status": "unavailable",
+                    "checks": {
+                        "database": {"ok": True, "latency_ms": 0.6},
+                        "letta": {
+                            "ok": False,
+                            "latency_ms": 1.1,
+                            "error": "ConnectError: All connection attempts failed",
+                        },
+                        "litellm": {"ok": True, "latency_ms": 1.4},
+                    },
+                },
+                "A dependency is down",
+            ),
+        },
+    )
     async def ready(self, state: State) -> Response[dict[str, Any]]:
         letta: LettaClient = state.letta
         litellm: LiteLLMClient = state.litellm

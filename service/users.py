@@ -17,7 +17,7 @@ import msgspec
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.params import FromQuery, JSONBody, QueryParameter
+from litestar.params import FromQuery, QueryParameter
 from litestar.response import Stream
 
 from service.auth.tokens import Principal
@@ -25,6 +25,7 @@ from service.billing import Billing, Budget
 from service.chat.schemas import HISTORY_COLUMNS, StoredMessage
 from service.clients.base import UpstreamError
 from service.errors import ProblemError
+from service.openapi import MESSAGE_EXAMPLE, NOT_READY, PROFILE_EXAMPLE, USER_ID, body_example, ok, problem
 from service.profiles import Profile, get_profile
 from service.provisioning.deps import ActiveProfile, provide_active_profile
 from service.provisioning.service import Provisioner
@@ -114,7 +115,14 @@ class UserController(Controller):
     path = "/api/v1/user"
     tags = ["user"]
 
-    @get("/profile", summary="Your profile (works before your agent is ready)")
+    @get(
+        "/profile",
+        summary="Your profile (works before your agent is ready)",
+        responses={
+            200: ok(Profile, "Profile", PROFILE_EXAMPLE),
+            404: problem(404, "no profile yet: it is being created"),
+        },
+    )
     async def profile(self, request: Request[Principal, Any, Any], state: State) -> Profile:
         user_id = _require_user(request.user)
         profile = await get_profile(state.db, user_id)
@@ -127,6 +135,45 @@ class UserController(Controller):
         "/usage",
         summary="Per-day usage over a date range, with LiteLLM's spend and budget",
         dependencies={"profile": Provide(provide_active_profile)},
+        responses={
+            200: ok(
+                UsageReport,
+                "Two days of use",
+                {
+                    "start": "2026-11-20",
+                    "end": "2026-11-21",
+                    "days": [
+                        {
+                            "date": "2026-11-21",
+                            "total_messages": 6,
+                            "prompt_tokens": 2436,
+                            "completion_tokens": 42,
+                            "total_tokens": 2478,
+                            "total_cost": "0.00039060",
+                        }
+                    ],
+                    "totals": {
+                        "total_messages": 6,
+                        "prompt_tokens": 2436,
+                        "completion_tokens": 42,
+                        "total_tokens": 2478,
+                        "total_cost": "0.00039060",
+                    },
+                    "billing": {
+                        "available": True,
+                        "budget": {
+                            "spend": 0.4213,
+                            "max_budget": 10.0,
+                            "remaining": 9.5787,
+                            "budget_duration": "1mo",
+                            "budget_reset_at": "2026-12-01T00:00:00Z",
+                        },
+                    },
+                },
+            ),
+            400: problem(400, "from must not be after to"),
+            503: NOT_READY,
+        },
     )
     async def usage(
         self,
@@ -171,6 +218,20 @@ class UserController(Controller):
         "/budget",
         summary="Your LiteLLM budget: spend, limit, remaining, reset time",
         dependencies={"profile": Provide(provide_active_profile)},
+        responses={
+            200: ok(
+                BudgetView,
+                "Budget",
+                {
+                    "spend": 0.4213,
+                    "max_budget": 10.0,
+                    "remaining": 9.5787,
+                    "budget_duration": "1mo",
+                    "budget_reset_at": "2026-12-01T00:00:00Z",
+                },
+            ),
+            503: problem(503, "billing (LiteLLM) is unreachable right now"),
+        },
     )
     async def budget(self, profile: ActiveProfile, state: State) -> BudgetView:
         billing: Billing = state.billing
@@ -182,9 +243,34 @@ class UserController(Controller):
             raise ProblemError(503, "your billing account is still being set up", headers={"Retry-After": "5"})
         return BudgetView.of(budget)
 
-    @post("/budget", status_code=200, summary="Change a user's budget (admins and the service role only)")
+    @post(
+        "/budget",
+        status_code=200,
+        summary="Change a user's budget (admins and the service role only)",
+        responses={
+            200: ok(
+                BudgetView,
+                "New budget",
+                {
+                    "spend": 0.4213,
+                    "max_budget": 50.0,
+                    "remaining": 49.5787,
+                    "budget_duration": "1mo",
+                    "budget_reset_at": "2026-12-01T00:00:00Z",
+                },
+            ),
+            403: problem(403, "only an admin or the service role can change budgets"),
+            404: problem(404, "no such user"),
+        },
+    )
     async def set_budget(
-        self, request: Request[Principal, Any, Any], data: JSONBody[BudgetChange], state: State
+        self,
+        request: Request[Principal, Any, Any],
+        data: Annotated[
+            BudgetChange,
+            body_example("Raise a budget", {"user_id": USER_ID, "max_budget": 50.0, "budget_duration": "1mo"}),
+        ],
+        state: State,
     ) -> BudgetView:
         if not request.user.is_admin:
             raise ProblemError(403, "only an admin or the service role can change budgets")
@@ -210,7 +296,15 @@ class UserController(Controller):
         assert budget is not None
         return BudgetView.of(budget)
 
-    @delete("/", status_code=200, summary="Delete your account: agent, billing user, history and login")
+    @delete(
+        "/",
+        status_code=200,
+        summary="Delete your account: agent, billing user, history and login",
+        responses={
+            200: ok(AccountDeleted, "Deleted", {"deleted": True, "cleanup_complete": True}),
+            503: problem(503, "could not delete your login right now; nothing was deleted, retry shortly"),
+        },
+    )
     async def delete_account(self, request: Request[Principal, Any, Any], state: State) -> AccountDeleted:
         user_id = _require_user(request.user)
         settings = state.settings
@@ -282,6 +376,13 @@ class ExportController(Controller):
         "/export",
         summary="Your whole chat history as a streamed download (JSON or Markdown)",
         dependencies={"profile": Provide(provide_active_profile)},
+        responses={
+            200: ok(
+                dict[str, Any],
+                "JSON export (format=json); Markdown with format=markdown",
+                {"user_id": USER_ID, "exported_at": "2026-11-21T10:20:00Z", "messages": [MESSAGE_EXAMPLE]},
+            )
+        },
     )
     async def export(
         self, profile: ActiveProfile, state: State, format: FromQuery[Literal["json", "markdown"]] = "json"

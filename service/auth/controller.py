@@ -9,6 +9,7 @@ from litestar import Controller, Request, get
 from litestar.datastructures import State
 
 from service.auth.tokens import Principal
+from service.openapi import PROFILE_EXAMPLE, USER_ID, ok, problem
 from service.profiles import Profile, get_profile
 
 # Claims worth returning to the caller; everything else in a Supabase token is session plumbing.
@@ -39,7 +40,32 @@ class AuthController(Controller):
     path = "/api/v1/auth"
     tags = ["auth"]
 
-    @get("/me", summary="The caller's verified token claims and profile")
+    @get(
+        "/me",
+        summary="The caller's verified token claims and profile",
+        responses={
+            200: ok(
+                MeResponse,
+                "A signed-in user",
+                {
+                    "user_id": USER_ID,
+                    "role": "authenticated",
+                    "claims": {
+                        "sub": USER_ID,
+                        "email": "ada@example.com",
+                        "role": "authenticated",
+                        "aal": "aal1",
+                        "app_metadata": {"provider": "email", "providers": ["email"]},
+                        "user_metadata": {"full_name": "Ada"},
+                        "exp": 1795269600,
+                        "iat": 1795266000,
+                    },
+                    "profile": PROFILE_EXAMPLE,
+                },
+            ),
+            401: problem(401, "token has expired"),
+        },
+    )
     async def me(self, request: Request[Principal, str, Any], state: State) -> MeResponse:
         principal = request.user
         profile = await get_profile(state.db, principal.user_id) if principal.user_id else None

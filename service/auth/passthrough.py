@@ -40,7 +40,8 @@ from pydantic import ValidationError as PydanticValidationError
 from supabase_auth import AsyncGoTrueClient
 from supabase_auth.errors import AuthError, AuthRetryableError, AuthUnknownError, AuthWeakPasswordError
 
-from service.errors import PROBLEM_JSON, ProblemError
+from service.errors import ProblemError
+from service.openapi import problem
 from service.settings import Settings
 
 logger = logging.getLogger("service.auth.passthrough")
@@ -145,19 +146,6 @@ class RegisterResponse(msgspec.Struct):
     session: AuthSession | None
 
 
-class Problem(msgspec.Struct, omit_defaults=True):
-    """RFC 9457 problem details as service.errors renders them (documentation only)."""
-
-    type: str
-    title: str
-    status: int
-    detail: str
-    instance: str | None = None
-    request_id: str | None = None
-    code: str | None = None
-    reasons: list[str] | None = None
-
-
 _USER_EXAMPLE: dict[str, Any] = {
     "id": "8f0c6d8e-2b5c-4a52-9a53-1f0b8b1e2c3d",
     "aud": "authenticated",
@@ -189,16 +177,7 @@ _SESSION_EXAMPLE: dict[str, Any] = {
 
 
 def _problem_spec(description: str, status: int, code: str | None, detail: str) -> ResponseSpec:
-    example = {"type": "about:blank", "title": HTTPStatus(status).phrase, "status": status, "detail": detail}
-    if code is not None:
-        example["code"] = code
-    return ResponseSpec(
-        data_container=Problem,
-        description=description,
-        media_type=PROBLEM_JSON,
-        generate_examples=False,
-        examples=[Example(summary=code or HTTPStatus(status).phrase, value=example)],
-    )
+    return problem(status, detail, description, **({"code": code} if code is not None else {}))
 
 
 _COMMON_ERRORS: dict[int, ResponseSpec] = {

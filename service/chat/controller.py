@@ -14,13 +14,14 @@ import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.params import JSONBody, QueryParameter
+from litestar.params import QueryParameter
 from litestar.response import Stream
 
 from service.auth.tokens import Principal
 from service.chat.schemas import HISTORY_COLUMNS, CancelResult, ChatMessageIn, ChatReply, HistoryPage, StoredMessage
 from service.chat.turns import ChatService, Event, Turn
 from service.errors import ProblemError
+from service.openapi import MESSAGE_EXAMPLE, NOT_READY, RATE_LIMITED, body_example, ok, problem
 from service.provisioning.deps import ActiveProfile, provide_active_profile
 from service.rate_limit import CHAT_BUCKET, rate_limit
 
@@ -96,9 +97,48 @@ class ChatController(Controller):
         status_code=200,
         request_max_body_size=256 * 1024,
         guards=[rate_limit(CHAT_BUCKET)],
+        responses={
+            200: ok(
+                ChatReply,
+                "The whole reply (without Accept: text/event-stream)",
+                {
+                    "turn_id": MESSAGE_EXAMPLE["turn_id"],
+                    "status": "complete",
+                    "user_message_id": "0c4d2e1f-0000-4000-8000-000000000003",
+                    "message_id": MESSAGE_EXAMPLE["id"],
+                    "content": MESSAGE_EXAMPLE["content"],
+                    "prompt_tokens": 812,
+                    "completion_tokens": 14,
+                    "total_tokens": 826,
+                    "cost": 0.0001302,
+                    "run_id": "run-5f0c2a9e-0000-4000-8000-000000000004",
+                },
+                "JSON reply, or with Accept: text/event-stream an SSE stream (see README for the events)",
+            ),
+            402: problem(
+                402,
+                "your budget is used up: spent 10.0123 of 10.0000",
+                spend=10.0123,
+                max_budget=10.0,
+                budget_reset_at="2026-12-01T00:00:00Z",
+            ),
+            409: problem(409, "a reply is still being written; wait for it or cancel it"),
+            413: problem(413, "content is 20000 bytes; the limit is 16384", max_bytes=16384),
+            422: problem(422, "content must not be empty"),
+            429: RATE_LIMITED,
+            503: problem(
+                503,
+                "the assistant is unreachable right now; your message was saved, please retry",
+                "Letta unreachable before streaming, or the agent is not provisioned yet (Retry-After)",
+            ),
+        },
     )
     async def message(
-        self, request: Request[Principal, Any, Any], data: JSONBody[ChatMessageIn], profile: ActiveProfile, state: State
+        self,
+        request: Request[Principal, Any, Any],
+        data: Annotated[ChatMessageIn, body_example("A message", {"content": "remember that my cat is Miso"})],
+        profile: ActiveProfile,
+        state: State,
     ) -> Response[Any]:
         content = validate_content(data.content, state.settings.chat_max_message_bytes)
         chat: ChatService = state.chat
@@ -107,7 +147,14 @@ class ChatController(Controller):
             return Stream(sse_stream(turn), media_type="text/event-stream", headers=SSE_HEADERS)
         return await _whole_reply(turn)
 
-    @get("/history", summary="Your messages, newest first (keyset pagination)")
+    @get(
+        "/history",
+        summary="Your messages, newest first (keyset pagination)",
+        responses={
+            200: ok(HistoryPage, "A page", {"messages": [MESSAGE_EXAMPLE], "next_cursor": "MjAyNi0xMS0yMVQx"}),
+            503: NOT_READY,
+        },
+    )
     async def history(
         self,
         profile: ActiveProfile,
@@ -131,7 +178,15 @@ class ChatController(Controller):
         next_cursor = encode_cursor(messages[-1].created_at, messages[-1].id) if len(rows) > limit else None
         return HistoryPage(messages=messages, next_cursor=next_cursor)
 
-    @post("/cancel", status_code=202, summary="Stop the reply that is being written (on any replica)")
+    @post(
+        "/cancel",
+        status_code=202,
+        summary="Stop the reply that is being written (on any replica)",
+        responses={
+            202: ok(CancelResult, "Cancelling", {"cancelled": True}),
+            404: problem(404, "no reply is being written right now"),
+        },
+    )
     async def cancel(self, profile: ActiveProfile, state: State) -> CancelResult:
         chat: ChatService = state.chat
         if not await chat.request_cancel(profile.id):

@@ -16,6 +16,7 @@ from litestar.datastructures import State
 from litestar.exceptions import NotAuthorizedException
 
 from service.errors import ProblemError
+from service.openapi import USER_ID, ok, problem
 from service.provisioning.service import Provisioner
 from service.settings import Settings
 from service.webhook_auth import WebhookAuthError, verify_shared_secret, verify_standard_webhook
@@ -59,7 +60,22 @@ class WebhookController(Controller):
     path = "/webhooks"
     tags = ["webhooks"]
 
-    @post("/auth", status_code=202, summary="auth.users INSERT/DELETE webhook (signed)", security=[])
+    @post(
+        "/auth",
+        status_code=202,
+        summary="auth.users INSERT/DELETE webhook (signed)",
+        description=(
+            "Sent by the signup-webhook Edge Function (Standard Webhooks headers) or by pg_net directly "
+            "(x-webhook-secret). Body: the trimmed Database Webhook payload, e.g. "
+            '`{"type":"INSERT","table":"users","schema":"auth","record":{"id":"<uuid>"},"old_record":null}`.'
+        ),
+        security=[{}],
+        responses={
+            202: ok(WebhookAccepted, "Accepted", {"accepted": True, "type": "INSERT", "user_id": USER_ID}),
+            400: problem(400, "webhook payload is not an auth.users event"),
+            401: problem(401, "webhook signature does not verify"),
+        },
+    )
     async def auth_users(self, request: Request[Any, Any, Any], state: State) -> Response[WebhookAccepted]:
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > MAX_WEBHOOK_BYTES:

@@ -132,10 +132,20 @@ async def test_readiness_reports_each_dependency(client: AsyncTestClient[Litesta
     assert checks["litellm"]["ok"] is False
 
 
-async def test_openapi_schema_is_served(client: AsyncTestClient[Litestar]) -> None:
+async def test_openapi_schema_is_served_with_examples_for_every_route(client: AsyncTestClient[Litestar]) -> None:
     response = await client.get("/schema/openapi.json")
     assert response.status_code == 200
-    assert "/api/v1/auth/me" in response.json()["paths"]
+    paths = response.json()["paths"]
+    assert "/api/v1/auth/me" in paths
+    for path, item in paths.items():
+        for method, operation in item.items():
+            if method not in ("get", "post", "patch", "delete", "put"):
+                continue
+            assert operation.get("summary"), (method, path)
+            if "requestBody" in operation:
+                assert "example" in json.dumps(operation["requestBody"]), (method, path, "request example")
+            success = [spec for code, spec in operation["responses"].items() if code.startswith("2")]
+            assert success and all("example" in json.dumps(spec) for spec in success), (method, path)
 
 
 async def test_a_user_not_yet_provisioned_gets_503_with_retry_after_and_provisioning_starts(

@@ -1,0 +1,94 @@
+"""Hand-written OpenAPI examples: what a frontend developer reads in ``/schema``.
+
+Generated examples (random strings, out-of-range numbers) mislead; these show real shapes.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+import msgspec
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import Example
+from litestar.params import Body
+
+from service.errors import PROBLEM_JSON
+
+
+class Problem(msgspec.Struct, omit_defaults=True):
+    """RFC 9457 problem details as ``service.errors`` renders them (documentation only)."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    request_id: str | None = None
+    code: str | None = None
+    reasons: list[str] | None = None
+
+
+def body_example(summary: str, value: Any) -> Any:
+    return Body(examples=[Example(summary=summary, value=value)])
+
+
+def ok(container: Any, summary: str, value: Any, description: str = "Success") -> ResponseSpec:
+    return ResponseSpec(
+        data_container=container,
+        description=description,
+        generate_examples=False,
+        examples=[Example(summary=summary, value=value)],
+    )
+
+
+def problem(status: int, detail: str, description: str | None = None, **members: Any) -> ResponseSpec:
+    example = {"type": "about:blank", "title": HTTPStatus(status).phrase, "status": status, "detail": detail, **members}
+    return ResponseSpec(
+        data_container=Problem,
+        description=description or HTTPStatus(status).phrase,
+        media_type=PROBLEM_JSON,
+        generate_examples=False,
+        examples=[Example(summary=HTTPStatus(status).phrase, value=example)],
+    )
+
+
+NOT_READY = problem(
+    503,
+    "your assistant is still being set up; retry shortly",
+    "Agent not provisioned yet (Retry-After); provisioning has been started",
+    agent_status="pending",
+)
+RATE_LIMITED = problem(
+    429, "too many requests; retry in 3 s", "Per-user rate limit (Retry-After)", limit=20, window_seconds=60
+)
+
+USER_ID = "6f1c2d9e-1b7a-4c1e-9a55-0d4b5a3b2c10"
+AGENT_ID = "agent-0d8e4b1c-5a3f-4c6e-9b2a-7f1e3d5c9a10"
+PROFILE_EXAMPLE = {
+    "id": USER_ID,
+    "email": "ada@example.com",
+    "display_name": "Ada",
+    "agent_status": "active",
+    "letta_agent_id": AGENT_ID,
+    "model": "gpt-4o-mini",
+    "provisioning_attempts": 0,
+    "provisioning_error": None,
+    "last_active_at": "2026-11-21T10:15:02Z",
+    "created_at": "2026-11-20T08:00:00Z",
+    "updated_at": "2026-11-21T10:15:02Z",
+}
+MESSAGE_EXAMPLE = {
+    "id": "7aa1c2d3-0000-4000-8000-000000000002",
+    "turn_id": "9b10c2d3-0000-4000-8000-000000000001",
+    "role": "assistant",
+    "content": "Got it, I will remember that your cat is Miso.",
+    "status": "complete",
+    "error": None,
+    "prompt_tokens": 812,
+    "completion_tokens": 14,
+    "tokens_used": 826,
+    "cost": "0.00013020",
+    "model": "gpt-4o-mini",
+    "created_at": "2026-11-21T10:15:02Z",
+}
