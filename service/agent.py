@@ -9,23 +9,21 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 from functools import partial
-from typing import Annotated, Any
+from typing import Annotated
 
 import msgspec
-from litestar import Controller, Request, get, patch, post
+from litestar import Controller, get, patch, post
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.params import QueryParameter
 
-from service.auth.tokens import Principal
 from service.chat.turns import ChatService
 from service.clients.base import UpstreamError
 from service.clients.letta import LettaClient, provider_name
 from service.errors import ProblemError
 from service.openapi import AGENT_ID, NOT_READY, RATE_LIMITED, body_example, ok, problem
-from service.profiles import get_profile
 from service.provisioning.agent_spec import agent_spec
-from service.provisioning.deps import ActiveProfile, provide_active_profile
+from service.provisioning.deps import ActiveProfile, AnyProfile, provide_active_profile, provide_profile
 from service.rate_limit import MEMORY_BUCKET, rate_limit
 from service.retry import with_retries
 
@@ -126,6 +124,7 @@ class AgentController(Controller):
 
     @get(
         "/status",
+        dependencies={"profile": Provide(provide_profile)},
         summary="Provisioning status, agent id, model, last activity and Letta reachability",
         responses={
             200: ok(
@@ -143,14 +142,7 @@ class AgentController(Controller):
             )
         },
     )
-    async def status(self, request: Request[Principal, Any, Any], state: State) -> AgentStatus:
-        user_id = request.user.user_id
-        if user_id is None:
-            raise ProblemError(403, "this route acts for a signed-in user; the service role has no agent")
-        profile = await get_profile(state.db, user_id)
-        if profile is None:
-            state.provisioner.schedule(user_id)
-            raise ProblemError(404, "no profile yet: it is being created", headers={"Retry-After": "5"})
+    async def status(self, profile: AnyProfile, state: State) -> AgentStatus:
         letta: LettaClient = state.letta
         health = (await letta.health())["letta"]
         agent_found = None

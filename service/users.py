@@ -27,7 +27,7 @@ from service.clients.base import UpstreamError
 from service.errors import ProblemError
 from service.openapi import MESSAGE_EXAMPLE, NOT_READY, PROFILE_EXAMPLE, USER_ID, body_example, ok, problem
 from service.profiles import Profile, get_profile
-from service.provisioning.deps import ActiveProfile, provide_active_profile
+from service.provisioning.deps import ActiveProfile, AnyProfile, provide_active_profile, provide_profile, require_user
 from service.provisioning.service import Provisioner
 from service.supabase_admin import delete_auth_user
 
@@ -98,12 +98,6 @@ class AccountDeleted(msgspec.Struct):
     cleanup_complete: bool
 
 
-def _require_user(principal: Principal) -> uuid.UUID:
-    if principal.user_id is None:
-        raise ProblemError(403, "this route acts for a signed-in user, not the service role")
-    return principal.user_id
-
-
 def _billing_down(exc: UpstreamError) -> ProblemError:
     logger.warning("LiteLLM unavailable", extra={"error": str(exc)})
     return ProblemError(
@@ -117,18 +111,14 @@ class UserController(Controller):
 
     @get(
         "/profile",
+        dependencies={"profile": Provide(provide_profile)},
         summary="Your profile (works before your agent is ready)",
         responses={
             200: ok(Profile, "Profile", PROFILE_EXAMPLE),
             404: problem(404, "no profile yet: it is being created"),
         },
     )
-    async def profile(self, request: Request[Principal, Any, Any], state: State) -> Profile:
-        user_id = _require_user(request.user)
-        profile = await get_profile(state.db, user_id)
-        if profile is None:
-            state.provisioner.schedule(user_id)
-            raise ProblemError(404, "no profile yet: it is being created", headers={"Retry-After": "5"})
+    async def profile(self, profile: AnyProfile) -> Profile:
         return profile
 
     @get(
@@ -306,7 +296,7 @@ class UserController(Controller):
         },
     )
     async def delete_account(self, request: Request[Principal, Any, Any], state: State) -> AccountDeleted:
-        user_id = _require_user(request.user)
+        user_id = require_user(request.user)
         settings = state.settings
         if not settings.supabase_service_key:
             raise ProblemError(503, "account deletion is not configured: set SUPABASE_SERVICE_KEY")

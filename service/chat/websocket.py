@@ -30,7 +30,7 @@ from service.auth.tokens import Principal
 from service.chat.controller import validate_content
 from service.chat.turns import ChatService, Turn
 from service.errors import ProblemError
-from service.profiles import get_profile
+from service.provisioning.deps import active_profile
 from service.rate_limit import CHAT_BUCKET, check_rate_limit
 
 AUTH_TIMEOUT_SECONDS = 10.0
@@ -144,10 +144,7 @@ class ChatSocket:
             decision = await check_rate_limit(self.state, self.principal, CHAT_BUCKET)
             if not decision.allowed:
                 raise decision.problem()
-            profile = await get_profile(self.state.db, self.principal.user_id)
-            if profile is None or profile.agent_status != "active" or not profile.letta_agent_id:
-                self.state.provisioner.schedule(self.principal.user_id)
-                raise ProblemError(503, "your assistant is still being set up; retry shortly", retry_after=5)
+            profile = await active_profile(self.state, self.principal.user_id)
             self.turn = await self.chat.start(profile, content)
         except ProblemError as exc:
             code = _PROBLEM_CODES.get(exc.status_code, "error")

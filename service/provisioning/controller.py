@@ -70,19 +70,16 @@ class WebhookController(Controller):
             '`{"type":"INSERT","table":"users","schema":"auth","record":{"id":"<uuid>"},"old_record":null}`.'
         ),
         security=[{}],
+        request_max_body_size=MAX_WEBHOOK_BYTES,
         responses={
             202: ok(WebhookAccepted, "Accepted", {"accepted": True, "type": "INSERT", "user_id": USER_ID}),
             400: problem(400, "webhook payload is not an auth.users event"),
             401: problem(401, "webhook signature does not verify"),
+            413: problem(413, f"webhook body is over {MAX_WEBHOOK_BYTES} bytes"),
         },
     )
     async def auth_users(self, request: Request[Any, Any, Any], state: State) -> Response[WebhookAccepted]:
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > MAX_WEBHOOK_BYTES:
-            raise ProblemError(413, f"webhook body is over {MAX_WEBHOOK_BYTES} bytes")
-        body = await request.body()
-        if len(body) > MAX_WEBHOOK_BYTES:
-            raise ProblemError(413, f"webhook body is over {MAX_WEBHOOK_BYTES} bytes")
+        body = await request.body()  # Litestar enforces request_max_body_size (413) while reading
         authenticate_webhook(state.settings, request.headers, body)
         try:
             event = msgspec.json.decode(body, type=AuthUsersWebhook)

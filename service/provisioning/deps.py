@@ -1,7 +1,8 @@
-"""The dependency every agent-backed route uses: the caller's profile, provisioned and active."""
+"""Dependencies that resolve the caller's own profile: the only way a route reaches an agent."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from litestar import Request
@@ -16,25 +17,46 @@ from service.provisioning.service import Provisioner
 RETRY_AFTER_SECONDS = 5
 
 
-async def provide_active_profile(request: Request[Principal, Any, Any], state: State) -> Profile:
-    principal = request.user
+def require_user(principal: Principal) -> uuid.UUID:
     if principal.user_id is None:
         raise ProblemError(403, "this route acts for a signed-in user; the service role has no agent")
-    profile = await get_profile(state.db, principal.user_id)
+    return principal.user_id
+
+
+async def active_profile(state: State, user_id: uuid.UUID) -> Profile:
+    """The user's profile if their agent is ready; otherwise start provisioning and answer 503."""
+    profile = await get_profile(state.db, user_id)
     if profile is not None and profile.agent_status == "active" and profile.letta_agent_id:
         return profile
     # Not ready: provisioning on demand covers a lost webhook; the client retries after a moment.
     provisioner: Provisioner = state.provisioner
-    provisioner.schedule(principal.user_id)
-    status = profile.agent_status if profile else "pending"
+    provisioner.schedule(user_id)
     raise ProblemError(
         503,
         "your assistant is still being set up; retry shortly",
         title="Agent Not Ready",
         headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-        agent_status=status,
+        agent_status=profile.agent_status if profile else "pending",
+        retry_after=RETRY_AFTER_SECONDS,
     )
 
 
-# Handlers declare ``profile: ActiveProfile`` and get it from ``provide_active_profile``.
+async def provide_active_profile(request: Request[Principal, Any, Any], state: State) -> Profile:
+    return await active_profile(state, require_user(request.user))
+
+
+async def provide_profile(request: Request[Principal, Any, Any], state: State) -> Profile:
+    """The user's profile in any provisioning state (for routes that report that state)."""
+    user_id = require_user(request.user)
+    profile = await get_profile(state.db, user_id)
+    if profile is None:
+        state.provisioner.schedule(user_id)
+        raise ProblemError(
+            404, "no profile yet: it is being created", headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
+        )
+    return profile
+
+
+# Handlers declare ``profile: ActiveProfile`` / ``profile: AnyProfile`` with the matching provider.
 ActiveProfile = NamedDependency[Profile]
+AnyProfile = NamedDependency[Profile]

@@ -188,3 +188,12 @@ async def test_deleting_the_auth_user_removes_everything(client: StackClient) ->
     assert await client.agents_of(user.id) == []
     assert await client.providers_named(provider_name) == []
     assert await client.litellm_user(user.id) is None
+
+
+async def test_oversized_webhook_is_refused_before_it_is_read_whole(client: StackClient) -> None:
+    url = f"{client.stack.config.service_url}/webhooks/auth"
+    response = await client.http.post(
+        url, content=b"{" + b" " * 70_000 + b"}", headers={"x-webhook-secret": client.stack.config.webhook_secret}
+    )
+    assert response.status_code == 413
+    assert response.headers["content-type"].startswith("application/problem+json")
