@@ -1,0 +1,58 @@
+"""The one-turn-per-user lease in Postgres, as two service replicas see it."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from devstack.gotrue import sign_up
+from service.chat.turns import ChatService
+from service.errors import ProblemError
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def replicas(database_url: str) -> AsyncIterator[tuple[ChatService, ChatService, asyncpg.Pool]]:
+    pool_a = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    pool_b = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    # Only the lease methods are exercised: they need nothing but the database.
+    yield (ChatService(pool_a, None, None, None), ChatService(pool_b, None, None, None), pool_a)  # type: ignore[arg-type]
+    await pool_a.close()
+    await pool_b.close()
+
+
+async def test_a_live_lease_on_one_replica_blocks_the_other(replicas, database_url: str) -> None:  # type: ignore[no-untyped-def]
+    a, b, _ = replicas
+    user_id = await sign_up(database_url, f"{uuid.uuid4().hex[:8]}@example.com")
+    lease = await a.acquire_lease(user_id)
+    with pytest.raises(ProblemError) as refused:
+        await b.acquire_lease(user_id)
+    assert refused.value.status_code == 409
+    await a.release_lease(user_id, lease)
+    assert await b.acquire_lease(user_id)
+
+
+async def test_a_crashed_replicas_lease_expires(replicas, database_url: str) -> None:  # type: ignore[no-untyped-def]
+    a, b, pool = replicas
+    user_id = await sign_up(database_url, f"{uuid.uuid4().hex[:8]}@example.com")
+    await a.acquire_lease(user_id)
+    # Replica a dies: nobody renews its lease, and time passes.
+    await pool.execute(
+        "update private.chat_turn_leases set expires_at = now() - interval '1 second' where user_id = $1", user_id
+    )
+    taken = await b.acquire_lease(user_id)
+    assert await pool.fetchval("select turn_id from private.chat_turn_leases where user_id = $1", user_id) == taken
+    assert await pool.fetchval("select holder from private.chat_turn_leases where user_id = $1", user_id) == b.holder
+
+
+async def test_a_cancel_request_reaches_the_lease_from_any_replica(replicas, database_url: str) -> None:  # type: ignore[no-untyped-def]
+    a, b, pool = replicas
+    user_id = await sign_up(database_url, f"{uuid.uuid4().hex[:8]}@example.com")
+    assert await b.request_cancel(user_id) is False  # nothing running
+    await a.acquire_lease(user_id)
+    assert await b.request_cancel(user_id) is True
+    assert await pool.fetchval("select cancel_requested from private.chat_turn_leases where user_id = $1", user_id)
