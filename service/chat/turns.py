@@ -100,6 +100,7 @@ class ChatService:
         self.settings = settings
         self.holder = f"replica-{uuid.uuid4().hex[:12]}"
         self._turns: set[asyncio.Task[None]] = set()
+        self._local: dict[uuid.UUID, Turn] = {}  # running here, by user: a cancel need not wait for a renewal
 
     # -- starting a turn ----------------------------------------------------------------------------------
     async def check_budget(self, user_id: uuid.UUID) -> None:
@@ -145,7 +146,9 @@ class ChatService:
         turn.emit("turn", {"turn_id": str(turn_id), "user_message_id": str(user_message_id)})
         turn.task = asyncio.get_running_loop().create_task(self._run(turn, stream))
         self._turns.add(turn.task)
+        self._local[profile.id] = turn
         turn.task.add_done_callback(self._turns.discard)
+        turn.task.add_done_callback(lambda _: self._local.pop(profile.id, None))
         return turn
 
     async def acquire_lease(self, user_id: uuid.UUID, holder: str | None = None) -> uuid.UUID:
@@ -184,6 +187,10 @@ class ChatService:
             "returning turn_id",
             user_id,
         )
+        local = self._local.get(user_id)
+        if local is not None:
+            await self.cancel(local)
+        # Elsewhere, the replica running the turn sees the flag when it next renews its lease.
         return row is not None
 
     async def drain(self, grace_seconds: float = 30.0) -> None:
@@ -228,13 +235,7 @@ class ChatService:
             kind = getattr(event, "message_type", None)
             run_id = getattr(event, "run_id", None)
             if run_id and result.run_id is None:
-                result.run_id = run_id
-                await self.db.execute(
-                    "update private.chat_turn_leases set letta_run_id = $2 where user_id = $1 and turn_id = $3",
-                    turn.profile.id,
-                    run_id,
-                    turn.turn_id,
-                )
+                result.run_id = run_id  # recorded on the lease at its next renewal: no I/O on the hot path
             if kind == "assistant_message":
                 text = _text_of(event.content)
                 if text:
@@ -283,11 +284,13 @@ class ChatService:
             await asyncio.sleep(LEASE_RENEW_SECONDS)
             try:
                 cancel = await self.db.fetchval(
-                    "update private.chat_turn_leases set expires_at = now() + make_interval(secs => $3) "
+                    "update private.chat_turn_leases set expires_at = now() + make_interval(secs => $3), "
+                    "letta_run_id = coalesce($4, letta_run_id) "
                     "where user_id = $1 and turn_id = $2 returning cancel_requested",
                     turn.profile.id,
                     turn.turn_id,
                     LEASE_SECONDS,
+                    turn.result.run_id,
                 )
             except (OSError, asyncpg.PostgresError) as exc:
                 logger.warning("lease renewal failed", extra={"error": str(exc)})

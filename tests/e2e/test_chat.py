@@ -295,3 +295,27 @@ async def test_history_is_own_messages_only_and_limit_is_bounded(client: StackCl
     assert page_b["messages"] == []
     assert (await client.http.get(url, headers=a.headers, params={"limit": 101})).status_code == 400
     assert (await client.http.get(url, headers=a.headers, params={"before": "garbage!"})).status_code == 400
+
+
+async def test_cancel_endpoint_stops_a_streaming_turn(client: StackClient) -> None:
+    user = await client.sign_up("Rex")
+    base = client.stack.config.service_url
+    assert (await client.http.post(f"{base}/api/v1/chat/cancel", headers=user.headers)).status_code == 404
+    events = []
+    async with client.http.stream(
+        "POST",
+        f"{base}/api/v1/chat/message",
+        headers={**user.headers, "Accept": "text/event-stream"},
+        json={"content": "[[slow]] a long story"},
+        timeout=60,
+    ) as response:
+        async for name, data in parse_sse(response):
+            events.append((name, data))
+            if name == "delta" and sum(n == "delta" for n, _ in events) == 2:
+                cancelled = await client.http.post(f"{base}/api/v1/chat/cancel", headers=user.headers)
+                assert cancelled.status_code == 202 and cancelled.json() == {"cancelled": True}
+    done = events[-1]
+    assert done[0] == "done" and done[1]["status"] == "cancelled"
+    stored = await stored_turn(client, done[1]["turn_id"])
+    assert stored["assistant"]["status"] == "cancelled"
+    assert stored["assistant"]["content"] == "".join(d["text"] for n, d in events if n == "delta")
