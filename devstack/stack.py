@@ -61,6 +61,7 @@ class StackConfig:
     standard_webhook_secret: str = "whsec_bG9jYWwtZGV2LXN0YW5kYXJkLXdlYmhvb2stc2VjcmV0"
     letta_encryption_key: str = "local-dev-letta-encryption-key-0123456789"
     service_env: dict[str, str] = field(default_factory=dict)
+    letta_env: dict[str, str] = field(default_factory=dict)
     fresh: bool = False
 
     @property
@@ -264,7 +265,18 @@ class Stack:
             # Letta's embedding calls use this global key, not the per-user provider key: archival
             # memory embeddings are billed to the platform (see README).
             openai_api_key=c.master_key,
-            env_extra={"OPENAI_BASE_URL": f"{c.litellm_url}/v1"},
+            env_extra={
+                "OPENAI_BASE_URL": f"{c.litellm_url}/v1",
+                # Letta 0.16.8 defaults to no database pool (one connection per session): ~100 concurrent
+                # turns exhaust Postgres ("too many clients") and turns fail half-way. Bound it.
+                "LETTA_DISABLE_SQLALCHEMY_POOLING": "false",
+                "LETTA_PG_POOL_SIZE": "20",
+                "LETTA_PG_MAX_OVERFLOW": "20",
+                "LETTA_PG_POOL_TIMEOUT": "120",
+                # With its pool on, Letta forces SSL unless the URI names a mode; local Postgres has no SSL.
+                "LETTA_PG_URI": f"{self.letta_database_url}?sslmode=disable",
+                **c.letta_env,
+            },
         )
         self.letta.start()
 

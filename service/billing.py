@@ -9,7 +9,7 @@ into our own per-message cost record, which also covers LiteLLM's known gaps in 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
@@ -62,8 +62,12 @@ class Billing:
         self._budgets[user_id] = (time.monotonic(), budget)
         return budget
 
-    def forget(self, user_id: str) -> None:
-        self._budgets.pop(user_id, None)
+    def add_spend(self, user_id: str, cost: float) -> None:
+        """Account a turn's cost in the cached budget (LiteLLM stays the source of truth at the next read)."""
+        cached = self._budgets.get(user_id)
+        if cached and cached[1] is not None:
+            budget = cached[1]
+            self._budgets[user_id] = (cached[0], replace(budget, spend=budget.spend + cost))
 
     async def prices(self, model: str) -> Prices | None:
         if self._prices is None or time.monotonic() - self._prices[0] > PRICES_TTL_SECONDS:

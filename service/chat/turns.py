@@ -92,6 +92,32 @@ class Turn:
         return self.result
 
 
+# Takes the user's lease unless a live one exists (then returns no row). $1 user, $2 lease id, $3 holder,
+# $4 seconds.
+_TAKE_LEASE = """
+    insert into private.chat_turn_leases (user_id, turn_id, holder, expires_at)
+    values ($1, $2, $3, now() + make_interval(secs => $4))
+    on conflict (user_id) do update
+      set turn_id = excluded.turn_id, holder = excluded.holder, expires_at = excluded.expires_at,
+          letta_run_id = null, cancel_requested = false, acquired_at = now()
+      where private.chat_turn_leases.expires_at < now()
+    returning turn_id
+"""
+
+
+# The lease and the user's message together; no row when a live lease exists. $5 content.
+_BEGIN_TURN = f"""
+    with lease as ({_TAKE_LEASE})
+    insert into public.messages (user_id, turn_id, role, content, status)
+    select $1, turn_id, 'user', $5, 'pending' from lease
+    returning id
+"""  # noqa: S608 - composed from constants only
+
+
+def _turn_in_progress() -> ProblemError:
+    return ProblemError(409, "a reply is still being written; wait for it or cancel it", title="Turn In Progress")
+
+
 class ChatService:
     def __init__(self, db: asyncpg.Pool[Any], letta: LettaClient, billing: Billing, settings: Settings) -> None:
         self.db = db
@@ -122,19 +148,22 @@ class ChatService:
 
     async def start(self, profile: Profile, content: str) -> Turn:
         await self.check_budget(profile.id)
-        turn_id = await self.acquire_lease(profile.id)
-        user_message_id = await self.db.fetchval(
-            "insert into public.messages (user_id, turn_id, role, content, status) "
-            "values ($1, $2, 'user', $3, 'pending') returning id",
-            profile.id,
-            turn_id,
-            content,
-        )
+        turn_id, user_message_id = await self._begin_turn(profile.id, content)
         turn = Turn(turn_id, user_message_id, profile)
         try:
             stream = await self.letta.open_stream(profile.letta_agent_id or "", content)
         except UpstreamError as exc:
             await self._fail_before_stream(turn, exc)
+            if exc.timed_out:
+                # Letta got the message but did not start answering in time: it may still answer, so a
+                # blind retry could send the message twice.
+                raise ProblemError(
+                    504,
+                    "the assistant did not start answering in time; it may still reply — check your "
+                    "history before sending the message again",
+                    title="Agent Timeout",
+                    turn_id=str(turn_id),
+                ) from exc
             raise ProblemError(
                 503,
                 "the assistant is unreachable right now; your message was saved, please retry",
@@ -154,26 +183,25 @@ class ChatService:
     async def acquire_lease(self, user_id: uuid.UUID, holder: str | None = None) -> uuid.UUID:
         """Take the user's one-at-a-time lease (409 if a live one exists); returns its id."""
         lease_id = uuid.uuid4()
-        acquired = await self.db.fetchval(
-            """
-            insert into private.chat_turn_leases (user_id, turn_id, holder, expires_at)
-            values ($1, $2, $3, now() + make_interval(secs => $4))
-            on conflict (user_id) do update
-              set turn_id = excluded.turn_id, holder = excluded.holder, expires_at = excluded.expires_at,
-                  letta_run_id = null, cancel_requested = false, acquired_at = now()
-              where private.chat_turn_leases.expires_at < now()
-            returning turn_id
-            """,
-            user_id,
-            lease_id,
-            holder or self.holder,
-            LEASE_SECONDS,
-        )
+        acquired = await self.db.fetchval(_TAKE_LEASE, user_id, lease_id, holder or self.holder, LEASE_SECONDS)
         if acquired is None:
-            raise ProblemError(
-                409, "a reply is still being written; wait for it or cancel it", title="Turn In Progress"
-            )
+            raise _turn_in_progress()
         return lease_id
+
+    async def _begin_turn(self, user_id: uuid.UUID, content: str) -> tuple[uuid.UUID, uuid.UUID]:
+        """Lease + the user's stored message in one round trip (this is on the time-to-first-token path)."""
+        turn_id = uuid.uuid4()
+        message_id = await self.db.fetchval(
+            _BEGIN_TURN,
+            user_id,
+            turn_id,
+            self.holder,
+            LEASE_SECONDS,
+            content,
+        )
+        if message_id is None:
+            raise _turn_in_progress()
+        return turn_id, message_id
 
     async def release_lease(self, user_id: uuid.UUID, lease_id: uuid.UUID) -> None:
         await self.db.execute(
@@ -315,13 +343,24 @@ class ChatService:
     # -- storing it ---------------------------------------------------------------------------------------
     async def _finish(self, turn: Turn) -> None:
         result, profile = turn.result, turn.profile
+        if result.total_tokens == 0 and result.run_id:
+            # The stream broke before Letta's usage totals (a failed or cancelled turn), yet the LLM may have
+            # been called and billed: take the counts from Letta's record of the run.
+            try:
+                usage = await self.letta.run_usage(result.run_id)
+                result.prompt_tokens, result.completion_tokens = usage["prompt_tokens"], usage["completion_tokens"]
+                result.total_tokens = usage["total_tokens"]
+            except UpstreamError as exc:
+                logger.warning("run usage unavailable", extra={"run_id": result.run_id, "error": str(exc)})
         cost: Decimal | None = None
         try:
             prices = await self.billing.prices(profile.model or self.settings.llm_model)
             cost = prices.cost(result.prompt_tokens, result.completion_tokens) if prices else None
         except UpstreamError as exc:
             logger.warning("prices unavailable; cost left empty", extra={"error": str(exc)})
-        self.billing.forget(str(profile.id))
+        if cost:
+            # Keep the cached budget current without asking LiteLLM again before the next turn.
+            self.billing.add_spend(str(profile.id), float(cost))
         message_id: uuid.UUID | None = None
         try:
             message_id = await self._store(turn, cost)

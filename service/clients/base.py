@@ -11,11 +11,15 @@ import httpx
 class UpstreamError(Exception):
     """A call to Letta or LiteLLM failed. ``transient`` errors (timeouts, 5xx, refused) may be retried."""
 
-    def __init__(self, service: str, message: str, *, status: int | None = None, transient: bool) -> None:
+    def __init__(
+        self, service: str, message: str, *, status: int | None = None, transient: bool, timed_out: bool = False
+    ) -> None:
         super().__init__(f"{service}: {message}")
         self.service = service
         self.status = status
         self.transient = transient
+        # The request went out but no answer came in time: the upstream may still act on it.
+        self.timed_out = timed_out
 
 
 def error_from_response(service: str, response: httpx.Response) -> UpstreamError:

@@ -19,6 +19,9 @@ from service.clients.base import UpstreamError, probe
 
 SERVICE = "letta"
 T = TypeVar("T")
+# A busy Letta may take long to start a turn (it queues for the LLM and its database); once streaming, it
+# sends keep-alive pings, so a long read timeout never holds a dead connection for long.
+STREAM_TIMEOUT = httpx.Timeout(connect=5.0, read=120.0, write=30.0, pool=30.0)
 
 
 def user_tag(user_id: str) -> str:
@@ -40,7 +43,10 @@ def _translate(exc: Exception) -> UpstreamError:
             SERVICE, f"HTTP {status}: {str(exc)[:2000]}", status=status, transient=status >= 500 or status in (408, 429)
         )
     cause = f" ({exc.__cause__})" if exc.__cause__ else ""
-    return UpstreamError(SERVICE, f"{type(exc).__name__}: {exc}{cause}", transient=True)
+    timed_out = isinstance(exc, letta_client.APITimeoutError | httpx.TimeoutException) and not isinstance(
+        exc.__cause__ or exc, httpx.ConnectTimeout
+    )
+    return UpstreamError(SERVICE, f"{type(exc).__name__}: {exc}{cause}", transient=True, timed_out=timed_out)
 
 
 @asynccontextmanager
@@ -135,9 +141,19 @@ class LettaClient:
                 streaming=True,
                 stream_tokens=True,
                 include_pings=True,
+                timeout=STREAM_TIMEOUT,
             )
         )
         return LettaStream(stream)
+
+    async def run_usage(self, run_id: str) -> dict[str, int]:
+        """Letta's token counts for a run: what a turn cost even when its stream broke before the totals."""
+        usage = await self.call(lambda: self.sdk.runs.usage.retrieve(run_id))
+        return {
+            "prompt_tokens": usage.prompt_tokens or 0,
+            "completion_tokens": usage.completion_tokens or 0,
+            "total_tokens": usage.total_tokens or 0,
+        }
 
     async def cancel_run(self, agent_id: str, run_id: str) -> None:
         await self.call(lambda: self.sdk.agents.messages.cancel(agent_id, run_ids=[run_id]))

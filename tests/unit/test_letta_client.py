@@ -480,6 +480,15 @@ async def test_transport_failures_are_transient(letta: LettaClient, httpx_mock: 
 
     assert caught.value.transient is True
     assert caught.value.status is None
+    # Only a timeout after the request went out may still be acted on by Letta.
+    assert caught.value.timed_out is isinstance(exc, httpx.ReadTimeout)
+
+
+async def test_a_connect_timeout_never_reached_letta(letta: LettaClient, httpx_mock: HTTPXMock) -> None:
+    httpx_mock.add_exception(httpx.ConnectTimeout("slow connect"), url=STREAM_URL)
+    with pytest.raises(UpstreamError) as caught:
+        await letta.open_stream(AGENT, "hi")
+    assert caught.value.transient is True and caught.value.timed_out is False
 
 
 async def test_real_connection_refused_is_transient(http: httpx.AsyncClient) -> None:

@@ -519,17 +519,18 @@ async def test_fresh_budget_bypasses_the_cache(client: LiteLLMClient, httpx_mock
     assert len(httpx_mock.get_requests()) == 2
 
 
-async def test_forget_drops_the_cached_budget(client: LiteLLMClient, httpx_mock: HTTPXMock) -> None:
-    httpx_mock.add_response(url=INFO_URL, json=user_info_body(spend=1.0))
-    httpx_mock.add_response(url=INFO_URL, json=user_info_body(spend=3.0))
+async def test_a_turns_cost_is_added_to_the_cached_budget(client: LiteLLMClient, httpx_mock: HTTPXMock) -> None:
+    httpx_mock.add_response(url=INFO_URL, json=user_info_body(spend=9.5, max_budget=10.0))
     billing = Billing(client)
 
     await billing.budget(USER)
-    billing.forget(USER)
+    billing.add_spend(USER, 0.75)
     budget = await billing.budget(USER)
 
-    assert budget is not None and budget.spend == 3.0
-    assert len(httpx_mock.get_requests()) == 2
+    # No second call to LiteLLM, and the cached view already knows the budget is used up.
+    assert budget is not None and budget.spend == 10.25 and budget.exceeded
+    assert len(httpx_mock.get_requests()) == 1
+    billing.add_spend("someone-not-cached", 1.0)  # nothing cached: nothing to update
 
 
 async def test_expired_budget_is_fetched_again(

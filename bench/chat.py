@@ -1,0 +1,646 @@
+"""Chat benchmark, in one run against one Letta and the scripted model of the LiteLLM double.
+
+(a) Added latency: ``--turns`` turns through the service's SSE endpoint (``POST /api/v1/chat/message``)
+    interleaved with the same kind of turn sent straight to Letta's
+    ``POST /v1/agents/{id}/messages/stream`` (``stream_tokens``), each path with its own user and agent,
+    never two turns on one agent at once. Time to first delta (service: first ``delta`` event; Letta: first
+    ``assistant_message``) and total turn time (service: the ``done`` event, i.e. after the turn is stored;
+    Letta: the end of the stream). The service's added latency is the difference.
+(b) Service CPU per turn: the service process's utime+stime (/proc/<pid>/stat) around each service turn.
+(c) Concurrent open streams: ``--streams`` users are signed up and provisioned (bounded concurrency),
+    then one ``[[slow]]`` turn per user is opened at the same moment. The service's VmRSS is sampled
+    before and while they are open (RSS per open stream), and every turn is checked: one user row; when text
+    was streamed, exactly one assistant row equal to the concatenated deltas; whether Letta's own history
+    holds the turn; and whether the cost the service recorded equals what LiteLLM charged.
+
+    .venv/bin/python -m bench.chat [--turns 30] [--streams 50] [--rounds 1] [--hold 0]
+        [--service-env KEY=VALUE ...] [--letta-env KEY=VALUE ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import re
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import httpx
+
+from bench.common import (
+    CLOCK_TICKS,
+    LATENCY_HEADERS,
+    BenchUser,
+    banner,
+    cpu_seconds,
+    decode,
+    entry_point,
+    latency_row,
+    median,
+    ms,
+    open_fds,
+    p95,
+    parse_env,
+    print_table,
+    provision_users,
+    rss_kib,
+    running_stack,
+    service_pid,
+    sse_events,
+)
+from devstack.doubles.scripted_model import SLOW_WORDS
+from devstack.stack import Stack
+
+LONG_WORDS = 30
+# The most concurrent streams the stock local stack serves without failures on 2 cores: at 100, Letta's
+# unpooled database connections exhaust Postgres (see bench/README.md).
+DEFAULT_STREAMS = 50
+SLOW_REPLY = " ".join(f"slow{i}" for i in range(1, SLOW_WORDS + 1))
+STREAM_TIMEOUT = httpx.Timeout(600.0, connect=30.0, pool=None)
+
+
+@dataclass
+class TurnTiming:
+    first_delta: float = math.nan
+    total: float = math.nan
+    text: str = ""
+    cpu: float = 0.0
+
+
+def _ok(timing: TurnTiming, expected: str, path: str) -> TurnTiming:
+    if timing.text != expected:
+        raise RuntimeError(f"{path} turn replied {timing.text!r}, expected {expected!r}")
+    return timing
+
+
+async def service_turn(http: httpx.AsyncClient, stack: Stack, user: BenchUser, content: str) -> TurnTiming:
+    """One turn through the service's SSE endpoint."""
+    timing = TurnTiming()
+    parts: list[str] = []
+    status = None
+    started = time.perf_counter()
+    async with http.stream(
+        "POST",
+        f"{stack.config.service_url}/api/v1/chat/message",
+        headers={**user.headers, "Accept": "text/event-stream"},
+        json={"content": content},
+        timeout=STREAM_TIMEOUT,
+    ) as response:
+        if response.status_code != 200:
+            raise RuntimeError(f"service answered {response.status_code}: {(await response.aread())[:500]!r}")
+        async for name, data in sse_events(response):
+            if name == "delta":
+                if not parts:
+                    timing.first_delta = time.perf_counter() - started
+                parts.append(decode(data)["text"])
+            elif name == "error":
+                raise RuntimeError(f"service turn failed: {data}")
+            elif name == "done":
+                status = decode(data)["status"]
+                timing.total = time.perf_counter() - started
+    if status != "complete":
+        raise RuntimeError(f"service turn ended {status}")
+    timing.text = "".join(parts)
+    return timing
+
+
+async def letta_turn(http: httpx.AsyncClient, stack: Stack, agent_id: str, content: str) -> TurnTiming:
+    """The same turn sent straight to Letta, the way the service's SDK call sends it."""
+    timing = TurnTiming()
+    parts: list[str] = []
+    stop_reason = None
+    started = time.perf_counter()
+    async with http.stream(
+        "POST",
+        f"{stack.config.letta_url}/v1/agents/{agent_id}/messages/stream",
+        json={"messages": [{"role": "user", "content": content}], "stream_tokens": True, "include_pings": True},
+        headers={"Accept": "text/event-stream"},
+        timeout=STREAM_TIMEOUT,
+    ) as response:
+        if response.status_code != 200:
+            raise RuntimeError(f"Letta answered {response.status_code}: {(await response.aread())[:500]!r}")
+        async for _, data in sse_events(response):
+            if data.strip() == "[DONE]":
+                break
+            event = decode(data)
+            kind = event.get("message_type")
+            if kind == "assistant_message":
+                content_part = event.get("content")
+                text = content_part if isinstance(content_part, str) else ""
+                if isinstance(content_part, list):
+                    text = "".join(p.get("text", "") for p in content_part if isinstance(p, dict))
+                if text:
+                    if not parts:
+                        timing.first_delta = time.perf_counter() - started
+                    parts.append(text)
+            elif kind == "stop_reason":
+                stop_reason = event.get("stop_reason")
+            elif kind == "error_message":
+                raise RuntimeError(f"Letta turn failed: {event}")
+    timing.total = time.perf_counter() - started
+    if stop_reason != "end_turn":
+        raise RuntimeError(f"Letta turn stopped: {stop_reason}")
+    timing.text = "".join(parts)
+    return timing
+
+
+# -- (a) + (b) ----------------------------------------------------------------------------------------------
+async def added_latency(stack: Stack, pool: asyncpg.Pool[Any], turns: int) -> None:
+    pid = service_pid(stack)
+    via_service, direct = await provision_users(stack, pool, 2, concurrency=2, name="Latency")
+    agent_id = await pool.fetchval("select letta_agent_id from public.user_profiles where id = $1", direct.id)
+    expected = " ".join(f"word{i}" for i in range(1, LONG_WORDS + 1))
+    service: list[TurnTiming] = []
+    letta: list[TurnTiming] = []
+    async with httpx.AsyncClient(timeout=STREAM_TIMEOUT) as http:
+        for index in range(2):  # warm-up, not measured: first turns of an agent and new connections
+            _ok(await service_turn(http, stack, via_service, f"[[long {LONG_WORDS}]] warm-up {index}"), expected, "s")
+            _ok(await letta_turn(http, stack, agent_id, f"[[long {LONG_WORDS}]] warm-up {index}"), expected, "d")
+        print(f"\n{turns} service turns interleaved with {turns} direct Letta turns ...", flush=True)
+        for index in range(turns):
+            content = f"[[long {LONG_WORDS}]] turn {index}"
+            before = cpu_seconds(pid)
+            timing = await service_turn(http, stack, via_service, content)
+            timing.cpu = cpu_seconds(pid) - before
+            service.append(_ok(timing, expected, "service"))
+            letta.append(_ok(await letta_turn(http, stack, agent_id, content), expected, "direct Letta"))
+
+    def col(timings: list[TurnTiming], attr: str) -> list[float]:
+        return [getattr(t, attr) for t in timings]
+
+    paired_first = [s.first_delta - d.first_delta for s, d in zip(service, letta, strict=True)]
+    paired_total = [s.total - d.total for s, d in zip(service, letta, strict=True)]
+    print_table(
+        f"(a) Time to first delta and total turn time, {LONG_WORDS}-word replies ([[long {LONG_WORDS}]])",
+        LATENCY_HEADERS,
+        [
+            latency_row("service SSE: first delta", col(service, "first_delta")),
+            latency_row("Letta direct: first delta", col(letta, "first_delta")),
+            latency_row("service SSE: total (until `done`, stored)", col(service, "total")),
+            latency_row("Letta direct: total (end of stream)", col(letta, "total")),
+        ],
+    )
+    print_table(
+        "(a) Latency the service adds",
+        ["", "median", "p95", "median of paired diffs"],
+        [
+            [
+                "first delta",
+                ms(median(col(service, "first_delta")) - median(col(letta, "first_delta"))),
+                ms(p95(col(service, "first_delta")) - p95(col(letta, "first_delta"))),
+                ms(median(paired_first)),
+            ],
+            [
+                "total turn",
+                ms(median(col(service, "total")) - median(col(letta, "total"))),
+                ms(p95(col(service, "total")) - p95(col(letta, "total"))),
+                ms(median(paired_total)),
+            ],
+        ],
+    )
+    cpu = col(service, "cpu")
+    print_table(
+        f"(b) Service CPU per turn (utime+stime, {turns} turns, {1000 / CLOCK_TICKS:.0f} ms clock ticks)",
+        ["", "total", "per turn"],
+        [["service process", f"{sum(cpu):.2f} s", ms(sum(cpu) / len(cpu))]],
+    )
+
+
+# -- (c) ----------------------------------------------------------------------------------------------------
+@dataclass
+class StreamOutcome:
+    user: BenchUser
+    status: int | None = None
+    turn_id: str | None = None
+    text: str = ""
+    done: dict[str, Any] | None = None
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    exception: str | None = None
+    opened_at: float = math.nan
+    first_delta_at: float = math.nan
+    closed_at: float = math.nan
+    body: str = ""
+
+
+@dataclass
+class OpenCounter:
+    open: int = 0
+    peak: int = 0
+    samples: list[tuple[float, int, int]] = field(default_factory=list)  # (t, open, rss KiB)
+
+
+async def one_stream(
+    http: httpx.AsyncClient,
+    stack: Stack,
+    user: BenchUser,
+    round_no: int,
+    start: asyncio.Event,
+    counter: OpenCounter,
+    t0: float,
+) -> StreamOutcome:
+    outcome = StreamOutcome(user)
+    await start.wait()
+    is_open = False
+    try:
+        async with http.stream(
+            "POST",
+            f"{stack.config.service_url}/api/v1/chat/message",
+            headers={**user.headers, "Accept": "text/event-stream"},
+            json={"content": f"[[slow]] concurrent stream r{round_no} {user.id}"},
+            timeout=STREAM_TIMEOUT,
+        ) as response:
+            outcome.status = response.status_code
+            if response.status_code != 200:
+                body = await response.aread()
+                outcome.body = body.decode(errors="replace")[:300]
+                with contextlib.suppress(ValueError):
+                    outcome.turn_id = decode(body.decode()).get("turn_id")
+                return outcome
+            outcome.opened_at = time.perf_counter() - t0
+            counter.open += 1
+            counter.peak = max(counter.peak, counter.open)
+            is_open = True
+            parts: list[str] = []
+            async for name, data in sse_events(response):
+                if name == "turn":
+                    outcome.turn_id = decode(data)["turn_id"]
+                elif name == "delta":
+                    if not parts:
+                        outcome.first_delta_at = time.perf_counter() - t0
+                    parts.append(decode(data)["text"])
+                elif name == "error":
+                    outcome.errors.append(decode(data))
+                elif name == "done":
+                    outcome.done = decode(data)
+            outcome.text = "".join(parts)
+    except httpx.HTTPError as exc:
+        outcome.exception = f"{type(exc).__name__}: {exc}"[:200]
+    finally:
+        if is_open:
+            counter.open -= 1
+        outcome.closed_at = time.perf_counter() - t0
+    return outcome
+
+
+async def sample(pid: int, counter: OpenCounter, t0: float, stop: asyncio.Event, interval: float = 0.05) -> None:
+    while not stop.is_set():
+        with contextlib.suppress(OSError):
+            counter.samples.append((time.perf_counter() - t0, counter.open, rss_kib(pid)))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=interval)
+
+
+async def verify(pool: asyncpg.Pool[Any], outcomes: list[StreamOutcome], since: datetime) -> dict[str, int]:
+    """Zero lost or duplicated messages. A streamed turn: deltas == stored reply == the scripted reply, one
+    user + one assistant row. A refused turn (503 with a turn_id): one user row marked failed, no reply.
+    No other rows for these users."""
+    problems: Counter[str] = Counter()
+    rows = await pool.fetch(
+        "select user_id, turn_id, role, content, status from public.messages "
+        "where user_id = any($1::uuid[]) and created_at >= $2",
+        [o.user.id for o in outcomes],
+        since,
+    )
+    by_turn: dict[uuid.UUID, list[asyncpg.Record]] = {}
+    by_user: Counter[uuid.UUID] = Counter()
+    for row in rows:
+        by_turn.setdefault(row["turn_id"], []).append(row)
+        by_user[row["user_id"]] += 1
+    for outcome in outcomes:
+        if outcome.turn_id is None:
+            problems["turn without a turn_id (no `turn` event, no id in the error)"] += 1
+            continue
+        turn_rows = by_turn.get(uuid.UUID(outcome.turn_id), [])
+        roles = Counter(r["role"] for r in turn_rows)
+        if by_user[outcome.user.id] != len(turn_rows):
+            problems["rows for the user outside the turn"] += 1
+        if outcome.status != 200:
+            statuses = [r["status"] for r in turn_rows]
+            if roles != Counter({"user": 1}) or statuses != ["failed"]:
+                problems[f"refused turn stored as {sorted(roles.items())} {statuses}"] += 1
+            continue
+        complete = outcome.done is not None and outcome.done["status"] == "complete"
+        # A reply is stored when the turn completed or streamed some text before failing; a turn that failed
+        # before any text has only its user message (marked failed).
+        replies = 1 if complete or outcome.text else 0
+        if roles["user"] != 1:
+            problems[f"turn with {roles['user']} user rows"] += 1
+        if roles["assistant"] != replies:
+            problems[f"turn with {roles['assistant']} assistant rows (expected {replies})"] += 1
+        stored = next((r["content"] for r in turn_rows if r["role"] == "assistant"), None)
+        if stored is not None and stored != outcome.text:
+            problems["streamed deltas != stored assistant message"] += 1
+        if complete and outcome.text != SLOW_REPLY:
+            problems["complete turn whose streamed text != the scripted reply"] += 1
+    return dict(problems)
+
+
+_LETTA_TURNS = """
+select m.agent_id,
+       count(*) filter (where m.role = 'user' and m.content::text like '%' || $2 || '%') as asked,
+       count(*) filter (where m.role = 'assistant' and m.content::text like '%slow20%') as answered
+from messages m where m.agent_id = any($1::text[]) group by m.agent_id
+"""
+
+
+async def letta_side(
+    stack: Stack, pool: asyncpg.Pool[Any], outcomes: list[StreamOutcome], round_no: int
+) -> tuple[int, int]:
+    """In how many of these turns' agents Letta's own history holds the round's user message, and a
+    complete reply for every round so far (read from Letta's database). Waits until the counts stop
+    changing: Letta keeps working after a client gave up."""
+    if not outcomes:
+        return 0, 0
+    agents = [
+        str(r["letta_agent_id"])
+        for r in await pool.fetch(
+            "select letta_agent_id from public.user_profiles where id = any($1::uuid[])", [o.user.id for o in outcomes]
+        )
+    ]
+    letta = await asyncpg.connect(stack.letta_database_url)
+    try:
+        previous: tuple[int, int] | None = None
+        stable = 0
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            rows = await letta.fetch(_LETTA_TURNS, agents, f"concurrent stream r{round_no} ")
+            counts = (sum(r["asked"] > 0 for r in rows), sum(r["answered"] >= round_no for r in rows))
+            stable = stable + 1 if counts == previous else 0
+            if stable >= 3:
+                break
+            previous = counts
+            await asyncio.sleep(2.0)
+        return previous or (0, 0)
+    finally:
+        await letta.close()
+
+
+async def billing_check(stack: Stack, pool: asyncpg.Pool[Any], outcomes: list[StreamOutcome]) -> tuple[int, list[str]]:
+    """Per user: the cost the service recorded (usage_metrics) vs the spend LiteLLM charged to the user's key.
+    Returns (users that agree, examples of those that do not)."""
+    recorded = {
+        r["user_id"]: float(r["cost"])
+        for r in await pool.fetch(
+            "select user_id, sum(total_cost) as cost from public.usage_metrics where user_id = any($1::uuid[]) "
+            "group by user_id",
+            [o.user.id for o in outcomes],
+        )
+    }
+    agree, mismatches = 0, []
+    headers = {"Authorization": f"Bearer {stack.config.master_key}"}
+    async with httpx.AsyncClient(timeout=30) as http:
+        for outcome in outcomes:
+            response = await http.get(
+                f"{stack.config.litellm_url}/user/info", params={"user_id": str(outcome.user.id)}, headers=headers
+            )
+            response.raise_for_status()
+            spend = float((response.json().get("user_info") or {}).get("spend") or 0.0)
+            ours = recorded.get(outcome.user.id, 0.0)
+            if abs(spend - ours) <= 1e-7:
+                agree += 1
+            else:
+                mismatches.append(f"user {outcome.user.id}: service recorded {ours:.8f}, LiteLLM charged {spend:.8f}")
+    return agree, mismatches
+
+
+async def failure_details(pool: asyncpg.Pool[Any], outcomes: list[StreamOutcome]) -> Counter[str]:
+    """What the service stored for turns that did not complete: (role, status, tokens, error) kinds."""
+    turn_ids = [
+        uuid.UUID(o.turn_id) for o in outcomes if o.turn_id and (o.done is None or o.done["status"] != "complete")
+    ]
+    rows = await pool.fetch(
+        "select role, status, tokens_used, length(content) as chars, error from public.messages "
+        "where turn_id = any($1::uuid[]) order by role",
+        turn_ids,
+    )
+    return Counter(
+        f"{r['role']} {r['status']}, {r['chars']} chars, tokens {r['tokens_used']}, "
+        f"error {re.sub(r'run-[0-9a-f-]+', 'run-…', str(r['error']))[:400]!r}"
+        for r in rows
+    )
+
+
+def _outcome_kind(outcome: StreamOutcome) -> str:
+    if outcome.exception:
+        return f"client error {outcome.exception.split(':')[0]}"
+    if outcome.status != 200:
+        return f"HTTP {outcome.status}"
+    if outcome.done is None:
+        return "stream ended without `done`"
+    if outcome.errors:
+        return f"done {outcome.done['status']} ({outcome.errors[0].get('code')})"
+    return f"done {outcome.done['status']}"
+
+
+async def concurrent_streams(stack: Stack, pool: asyncpg.Pool[Any], streams: int, hold: float, rounds: int) -> bool:
+    """Provision ``streams`` users, then ``rounds`` rounds of one concurrent stream each. True when all is well."""
+    print(f"\nprovisioning {streams} users for concurrent streams (8 at a time) ...", flush=True)
+    started = time.monotonic()
+    users = await provision_users(stack, pool, streams, concurrency=8, name="Stream")
+    print(f"  {streams} users active in {time.monotonic() - started:.0f}s", flush=True)
+    await asyncio.sleep(2.0)  # let provisioning's background work settle
+    ok = True
+    for round_no in range(1, rounds + 1):
+        ok = await stream_round(stack, pool, users, hold, round_no, rounds) and ok
+    return ok
+
+
+async def stream_round(
+    stack: Stack, pool: asyncpg.Pool[Any], users: list[BenchUser], hold: float, round_no: int, rounds: int
+) -> bool:
+    """One concurrent [[slow]] turn per user, measured and verified."""
+    pid = service_pid(stack)
+    streams = len(users)
+    since = await pool.fetchval("select now()")
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=0)
+    async with httpx.AsyncClient(limits=limits, timeout=STREAM_TIMEOUT) as http:
+        if hold > 0:
+            fault = {"route": "/v1/chat/completions", "delay": hold, "count": streams}
+            response = await http.post(
+                f"{stack.config.litellm_url}/_double/faults",
+                json=fault,
+                headers={"Authorization": f"Bearer {stack.config.master_key}"},
+            )
+            response.raise_for_status()
+        rss_before, fds_before, cpu_before = rss_kib(pid), open_fds(pid), cpu_seconds(pid)
+        counter = OpenCounter()
+        start, stop = asyncio.Event(), asyncio.Event()
+        t0 = time.perf_counter()
+        sampler = asyncio.create_task(sample(pid, counter, t0, stop))
+        tasks = [asyncio.create_task(one_stream(http, stack, u, round_no, start, counter, t0)) for u in users]
+        label = f" (round {round_no} of {rounds})" if rounds > 1 else ""
+        print(f"opening {streams} [[slow]] streams at once{label} ...", flush=True)
+        start.set()
+        fds_peak = fds_before
+        while not all(t.done() for t in tasks):
+            await asyncio.sleep(0.25)
+            with contextlib.suppress(OSError):
+                fds_peak = max(fds_peak, open_fds(pid))
+        outcomes = [t.result() for t in tasks]
+        wall = time.perf_counter() - t0
+        cpu_used = cpu_seconds(pid) - cpu_before
+        stop.set()
+        await sampler
+    await asyncio.sleep(3.0)
+    rss_after = rss_kib(pid)
+    problems = await verify(pool, outcomes, since)
+    refused = [o for o in outcomes if o.status != 200]
+    completed = [o for o in outcomes if o.done is not None and o.done["status"] == "complete"]
+    failed = [o for o in outcomes if o.status == 200 and o not in completed]
+    in_letta = {
+        "complete": (completed, await letta_side(stack, pool, completed, round_no)),
+        "refused (non-200)": (refused, await letta_side(stack, pool, refused, round_no)),
+        "failed": (failed, await letta_side(stack, pool, failed, round_no)),
+    }
+    billed_ok, billing_mismatches = await billing_check(stack, pool, outcomes)
+    failures = await failure_details(pool, outcomes)
+
+    kinds = Counter(_outcome_kind(o) for o in outcomes)
+    peak_samples = [s for s in counter.samples if s[1] == counter.peak]
+    rss_peak_open = max((s[2] for s in peak_samples), default=rss_before)
+    rss_max = max((s[2] for s in counter.samples), default=rss_before)
+    all_open_for = sum(
+        later[0] - earlier[0]
+        for earlier, later in zip(counter.samples, counter.samples[1:], strict=False)
+        if earlier[1] == streams
+    )
+    opened = [o.opened_at for o in outcomes if not math.isnan(o.opened_at)]
+    first = [o.first_delta_at for o in outcomes if not math.isnan(o.first_delta_at)]
+    closed = [o.closed_at for o in outcomes if o.done is not None]
+    refusals = [o.closed_at for o in outcomes if o.status is not None and o.status != 200]
+    print_table(
+        f"(c) {streams} concurrent [[slow]] SSE streams (20 words, 100 ms apart)"
+        + (f", LLM held {hold:.0f}s" if hold else "")
+        + label,
+        LATENCY_HEADERS,
+        [
+            latency_row("request -> stream open (200 + headers)", opened),
+            latency_row("request -> first delta", first),
+            latency_row("request -> `done`", closed),
+            *([latency_row("request -> refused (non-200)", refusals)] if refusals else []),
+        ],
+    )
+    per_stream = (rss_peak_open - rss_before) / counter.peak if counter.peak else math.nan
+    print_table(
+        f"(c) Service memory and CPU{label}",
+        ["", "value"],
+        [
+            ["streams open at once (peak)", f"{counter.peak} of {streams}"],
+            ["time with all streams open", f"{all_open_for:.1f} s"],
+            ["VmRSS before", f"{rss_before / 1024:.1f} MiB"],
+            ["VmRSS at peak open streams", f"{rss_peak_open / 1024:.1f} MiB"],
+            ["VmRSS max during the run", f"{rss_max / 1024:.1f} MiB"],
+            ["VmRSS 3 s after the last stream", f"{rss_after / 1024:.1f} MiB"],
+            ["RSS per open stream", f"{per_stream:.0f} KiB"],
+            ["open fds before / peak", f"{fds_before} / {fds_peak}"],
+            ["service CPU for the run / per turn", f"{cpu_used:.2f} s / {ms(cpu_used / len(outcomes))}"],
+            ["wall time for all streams", f"{wall:.1f} s"],
+        ],
+    )
+    print("outcomes: " + ", ".join(f"{kind}: {count}" for kind, count in kinds.most_common()))
+    for outcome in [o for o in outcomes if _outcome_kind(o) != "done complete"][:5]:
+        print(f"  e.g. {_outcome_kind(outcome)}: {outcome.body or outcome.errors or outcome.exception}")
+    for detail, count in failures.most_common(6):
+        print(f"  stored for unfinished turns ({count}x): {detail}")
+    for label, (group, (asked, answered)) in in_letta.items():
+        if group:
+            print(
+                f"{label} turns: {len(group)}; in the agents' Letta history: user message {asked}, "
+                f"complete reply {answered}"
+            )
+    if problems:
+        print("INTEGRITY PROBLEMS: " + ", ".join(f"{kind}: {count}" for kind, count in problems.items()))
+    else:
+        print(
+            f"integrity: 0 lost, 0 duplicated messages across {streams} turns "
+            "(1 user row each; 1 assistant row == the streamed deltas whenever text was streamed)"
+        )
+    print(f"billing: service-recorded cost == LiteLLM spend for {billed_ok}/{len(outcomes)} users")
+    for mismatch in billing_mismatches[:5]:
+        print(f"  BILLING MISMATCH {mismatch}")
+    return not problems and not billing_mismatches and kinds == Counter({"done complete": streams})
+
+
+# -- the run ------------------------------------------------------------------------------------------------
+async def run(stack: Stack, turns: int, streams: int, hold: float, rounds: int = 1) -> None:
+    pool = await asyncpg.create_pool(stack.database_url, min_size=1, max_size=4)
+    try:
+        await added_latency(stack, pool, turns)
+        if streams > 0:
+            await concurrent_streams(stack, pool, streams, hold, rounds)
+    finally:
+        await pool.close()
+    problems = service_log_problems(stack)
+    print(f"service log: {sum(problems.values())} warning/error lines" + (":" if problems else ""))
+    for line, count in problems.most_common(8):
+        print(f"  {count}x {line}")
+
+
+def service_log_problems(stack: Stack) -> Counter[str]:
+    """Warning/error/critical lines of the service's JSON log, counted by level and message."""
+    path = stack.state_dir / "logs" / "service.log"
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return Counter()
+    found: Counter[str] = Counter()
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            if "Traceback" in line:
+                found["traceback"] += 1
+            continue
+        if isinstance(record, dict) and record.get("level") in ("warning", "error", "critical"):
+            found[f"{record['level']}: {record.get('msg')} {record.get('error', '')}"[:200]] += 1
+    return found
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--turns", type=int, default=30, help="measured turns per path for (a) and (b)")
+    parser.add_argument(
+        "--streams",
+        type=int,
+        default=DEFAULT_STREAMS,
+        help=f"concurrent streams for (c), default {DEFAULT_STREAMS} (see bench/README.md for 200); 0 skips (c)",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="rounds of concurrent streams for (c), same users (RSS growth check)"
+    )
+    parser.add_argument(
+        "--hold", type=float, default=0.0, help="extra seconds the LLM waits before answering in (c) (double's fault)"
+    )
+    parser.add_argument(
+        "--service-env", action="append", default=[], metavar="KEY=VALUE", help="extra service setting (repeatable)"
+    )
+    parser.add_argument(
+        "--letta-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra Letta setting, e.g. LETTA_DISABLE_SQLALCHEMY_POOLING=false (repeatable)",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None, stack: Stack | None = None) -> None:
+    args = parse_args(argv)
+    banner("chat benchmark")
+    if stack is not None:
+        asyncio.run(run(stack, args.turns, args.streams, args.hold, args.rounds))
+        return
+    with running_stack(parse_env(args.service_env), parse_env(args.letta_env)) as own:
+        asyncio.run(run(own, args.turns, args.streams, args.hold, args.rounds))
+
+
+if __name__ == "__main__":
+    entry_point(main)
