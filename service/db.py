@@ -25,8 +25,9 @@ async def create_pool(settings: Settings) -> asyncpg.Pool[Any]:
         settings.database_url,
         min_size=settings.database_pool_min,
         max_size=settings.database_pool_max,
-        # Supabase's transaction pooler (Supavisor) cannot keep prepared statements across clients.
-        statement_cache_size=0,
+        # Prepared statements save a round trip per query; Supabase's *transaction* pooler (port 6543) cannot
+        # keep them across clients, so they can be switched off (the session pooler and direct connection can).
+        statement_cache_size=100 if settings.database_prepared_statements else 0,
         init=_init_connection,
         command_timeout=30,
         server_settings={"application_name": "ai-chat-backend"},

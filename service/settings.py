@@ -35,6 +35,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     database_url: str
     database_pool_min: int
     database_pool_max: int
+    database_prepared_statements: bool
 
     supabase_url: str
     supabase_anon_key: str | None
@@ -179,6 +180,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         database_url=r.required("DATABASE_URL", "postgresql://user:password@host:5432/postgres"),
         database_pool_min=r.integer("DATABASE_POOL_MIN", 1, minimum=0),
         database_pool_max=r.integer("DATABASE_POOL_MAX", 10, minimum=1),
+        database_prepared_statements=r.choice("DATABASE_PREPARED_STATEMENTS", "true", ("true", "false")) == "true",
         supabase_url=supabase_url,
         supabase_anon_key=r.text("SUPABASE_ANON_KEY"),
         supabase_service_key=r.text("SUPABASE_SERVICE_KEY"),
