@@ -34,14 +34,13 @@ from litestar import Controller, post
 from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example
-from litestar.params import Body
 from msgspec import Meta
 from pydantic import ValidationError as PydanticValidationError
 from supabase_auth import AsyncGoTrueClient
 from supabase_auth.errors import AuthError, AuthRetryableError, AuthUnknownError, AuthWeakPasswordError
 
 from service.errors import ProblemError
-from service.openapi import problem
+from service.openapi import body_example, ok, problem
 from service.settings import Settings
 
 logger = logging.getLogger("service.auth.passthrough")
@@ -376,17 +375,9 @@ class AuthPassthroughController(Controller):
         self,
         data: Annotated[
             RegisterRequest,
-            Body(
-                examples=[
-                    Example(
-                        summary="With metadata",
-                        value={
-                            "email": "ada@example.com",
-                            "password": "correct horse battery staple",
-                            "data": {"full_name": "Ada Lovelace"},
-                        },
-                    )
-                ]
+            body_example(
+                "With metadata",
+                {"email": "ada@example.com", "password": "correct horse battery staple", "data": {"full_name": "Ada"}},
             ),
         ],
         state: State,
@@ -408,12 +399,7 @@ class AuthPassthroughController(Controller):
         summary="Log in with email and password (Supabase Auth)",
         description="Forwards to Supabase Auth's `POST /auth/v1/token?grant_type=password`; returns its session.",
         responses={
-            200: ResponseSpec(
-                data_container=AuthSession,
-                description="Supabase's session",
-                generate_examples=False,
-                examples=[Example(summary="Session", value=_SESSION_EXAMPLE)],
-            ),
+            200: ok(AuthSession, "Session", _SESSION_EXAMPLE, "Supabase's session"),
             400: _problem_spec(
                 "Wrong email or password, or email not confirmed",
                 400,
@@ -427,7 +413,9 @@ class AuthPassthroughController(Controller):
         self,
         data: Annotated[
             LoginRequest,
-            Body(examples=[Example(value={"email": "ada@example.com", "password": "correct horse battery staple"})]),
+            body_example(
+                "Email and password", {"email": "ada@example.com", "password": "correct horse battery staple"}
+            ),
         ],
         state: State,
     ) -> AuthSession:
@@ -446,12 +434,7 @@ class AuthPassthroughController(Controller):
             "single-use: keep the new one."
         ),
         responses={
-            200: ResponseSpec(
-                data_container=AuthSession,
-                description="Supabase's new session",
-                generate_examples=False,
-                examples=[Example(summary="Session", value=_SESSION_EXAMPLE)],
-            ),
+            200: ok(AuthSession, "Session", _SESSION_EXAMPLE, "Supabase's new session"),
             400: _problem_spec(
                 "Unknown, revoked or already used refresh token",
                 400,
@@ -463,7 +446,7 @@ class AuthPassthroughController(Controller):
     )
     async def refresh(
         self,
-        data: Annotated[RefreshRequest, Body(examples=[Example(value={"refresh_token": "v2ns4xb6jzqa"})])],
+        data: Annotated[RefreshRequest, body_example("Refresh token", {"refresh_token": "v2ns4xb6jzqa"})],
         state: State,
     ) -> AuthSession:
         gotrue = _gotrue(state)
