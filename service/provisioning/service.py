@@ -160,9 +160,7 @@ class Provisioner:
         )
 
     async def _litellm_key(self, claim: Claim) -> tuple[str, bool]:
-        stored = await self.db.fetchval(
-            "select litellm_key from private.litellm_keys where user_id = $1", claim.user_id
-        )
+        stored = await self.db.fetchval(_STORED_KEY, claim.user_id)
         if stored:
             return str(stored), False
         s = self.settings
@@ -178,9 +176,7 @@ class Provisioner:
             key,
         )
         await self._update(claim, "litellm_user_id = $3", str(claim.user_id))
-        winner = await self.db.fetchval(
-            "select litellm_key from private.litellm_keys where user_id = $1", claim.user_id
-        )
+        winner = await self.db.fetchval(_STORED_KEY, claim.user_id)
         return str(winner), winner == key
 
     async def _provider(self, claim: Claim, key: str, new_key: bool) -> str:
@@ -227,8 +223,12 @@ class Provisioner:
         )
         if result == "UPDATE 0":
             if not await self.db.fetchval("select exists(select 1 from auth.users where id = $1)", claim.user_id):
-                # Deleted while we were creating things: clean up whatever we made.
-                self.schedule_deprovision(claim.user_id)
+                # Deleted while we were creating things, perhaps after its clean-up already ran: queue the
+                # clean-up again so the reconciler removes what this attempt made (found by name and tag).
+                await self.db.execute(
+                    "insert into private.deprovisioning (user_id) values ($1) on conflict (user_id) do nothing",
+                    claim.user_id,
+                )
             raise LostClaim
 
     async def _record_failure(self, claim: Claim, exc: UpstreamError) -> str:

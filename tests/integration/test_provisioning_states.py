@@ -201,3 +201,24 @@ async def test_an_agent_left_by_an_interrupted_attempt_is_adopted_and_duplicates
     # The provider outlived its key (a new one was minted): it was given the new key.
     patch = json.loads(httpx_mock.get_request(method="PATCH").content)
     assert patch["api_key"] == "sk-user-1"
+
+
+async def test_a_user_deleted_mid_provisioning_gets_cleaned_up_again(
+    provisioner: Provisioner, pool: asyncpg.Pool, database_url: str, httpx_mock: HTTPXMock
+) -> None:
+    user_id = await sign_up(database_url, "p7@example.com")
+    litellm_new_user(httpx_mock, user_id)
+    httpx_mock.add_response(method="GET", url=re.compile(f"{LETTA}/v1/providers/.*"), json=[])
+    httpx_mock.add_response(method="POST", url=f"{LETTA}/v1/providers/", json={"id": "provider-1"})
+    httpx_mock.add_response(method="GET", url=re.compile(f"{LETTA}/v1/agents/.*"), json=[])
+
+    async def create_agent_while_the_user_is_deleted(request: httpx.Request) -> httpx.Response:
+        await pool.execute("delete from auth.users where id = $1", user_id)
+        # ... and its clean-up already ran, before this agent existed.
+        await pool.execute("delete from private.deprovisioning where user_id = $1", user_id)
+        return httpx.Response(200, json={"id": "agent-orphan"})
+
+    httpx_mock.add_callback(create_agent_while_the_user_is_deleted, method="POST", url=f"{LETTA}/v1/agents/")
+    assert await provisioner.provision(user_id) == "lost"
+    # The clean-up is queued again, so the reconciler removes the agent this attempt made.
+    assert await pool.fetchval("select exists(select 1 from private.deprovisioning where user_id = $1)", user_id)
