@@ -1,8 +1,8 @@
 """Chat benchmark, in one run against one Letta and the scripted model of the LiteLLM double.
 
 (a) Added latency: ``--turns`` turns through the service's SSE endpoint (``POST /api/v1/chat/message``)
-    interleaved with the same kind of turn sent straight to Letta's
-    ``POST /v1/agents/{id}/messages/stream`` (``stream_tokens``), each path with its own user and agent,
+    interleaved with the same kind of turn sent straight to Letta's streaming endpoint through letta-client,
+    exactly as the service calls it (``stream_tokens``, pings), each path with its own user and agent,
     never two turns on one agent at once. Time to first delta (service: first ``delta`` event; Letta: first
     ``assistant_message``) and total turn time (service: the ``done`` event, i.e. after the turn is stored;
     Letta: the end of the stream). The service's added latency is the difference.
@@ -58,6 +58,7 @@ from bench.common import (
 )
 from devstack.doubles.scripted_model import SLOW_WORDS
 from devstack.stack import Stack
+from service.clients.letta import LettaClient
 
 LONG_WORDS = 30
 # The most concurrent streams the stock local stack serves without failures on 2 cores: at 100, Letta's
@@ -113,38 +114,31 @@ async def service_turn(http: httpx.AsyncClient, stack: Stack, user: BenchUser, c
 
 
 async def letta_turn(http: httpx.AsyncClient, stack: Stack, agent_id: str, content: str) -> TurnTiming:
-    """The same turn sent straight to Letta, the way the service's SDK call sends it."""
+    """The same turn consumed straight from Letta with the same client call the service makes (letta-client,
+    token streaming, pings), so the difference between the two paths is the service and nothing else."""
     timing = TurnTiming()
     parts: list[str] = []
     stop_reason = None
     started = time.perf_counter()
-    async with http.stream(
-        "POST",
-        f"{stack.config.letta_url}/v1/agents/{agent_id}/messages/stream",
-        json={"messages": [{"role": "user", "content": content}], "stream_tokens": True, "include_pings": True},
-        headers={"Accept": "text/event-stream"},
-        timeout=STREAM_TIMEOUT,
-    ) as response:
-        if response.status_code != 200:
-            raise RuntimeError(f"Letta answered {response.status_code}: {(await response.aread())[:500]!r}")
-        async for _, data in sse_events(response):
-            if data.strip() == "[DONE]":
-                break
-            event = decode(data)
-            kind = event.get("message_type")
+    stream = await LettaClient(http, stack.config.letta_url, None).open_stream(agent_id, content)
+    try:
+        async for event in stream:
+            kind = getattr(event, "message_type", None)
             if kind == "assistant_message":
-                content_part = event.get("content")
+                content_part = event.content
                 text = content_part if isinstance(content_part, str) else ""
                 if isinstance(content_part, list):
-                    text = "".join(p.get("text", "") for p in content_part if isinstance(p, dict))
+                    text = "".join(getattr(p, "text", "") or "" for p in content_part)
                 if text:
                     if not parts:
                         timing.first_delta = time.perf_counter() - started
                     parts.append(text)
             elif kind == "stop_reason":
-                stop_reason = event.get("stop_reason")
+                stop_reason = event.stop_reason
             elif kind == "error_message":
                 raise RuntimeError(f"Letta turn failed: {event}")
+    finally:
+        await stream.close()
     timing.total = time.perf_counter() - started
     if stop_reason != "end_turn":
         raise RuntimeError(f"Letta turn stopped: {stop_reason}")
