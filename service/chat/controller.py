@@ -49,24 +49,26 @@ def sse(event: Event) -> bytes:
 async def sse_stream(turn: Turn) -> AsyncIterator[bytes]:
     """The turn's events as SSE, with keep-alive comments so proxies do not cut a quiet stream.
 
-    If the client goes away this generator is cancelled; the turn itself keeps running and is stored.
+    Events already queued are written together (one socket write, not one per token). If the client goes
+    away this generator is cancelled; the turn itself keeps running and is stored.
     """
-    events = turn.events()
-    next_event = asyncio.ensure_future(anext(events))
-    try:
-        while True:
-            done, _ = await asyncio.wait({next_event}, timeout=KEEPALIVE_SECONDS)
-            if not done:
-                yield b": keep-alive\n\n"
-                continue
-            try:
-                event = next_event.result()
-            except StopAsyncIteration:
-                return
-            yield sse(event)
-            next_event = asyncio.ensure_future(anext(events))
-    finally:
-        next_event.cancel()
+    queue = turn.queue
+    while True:
+        try:
+            event = await asyncio.wait_for(queue.get(), KEEPALIVE_SECONDS)
+        except TimeoutError:
+            yield b": keep-alive\n\n"
+            continue
+        chunk = []
+        while event is not None:
+            chunk.append(sse(event))
+            if queue.empty():
+                break
+            event = queue.get_nowait()
+        if chunk:
+            yield b"".join(chunk)
+        if event is None:
+            return
 
 
 def encode_cursor(created_at: datetime, message_id: uuid.UUID) -> str:
