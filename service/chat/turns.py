@@ -271,7 +271,8 @@ class ChatService:
                     result.letta_message_id = event.id
                     turn.emit("delta", {"text": text})
             elif kind == "tool_call_message":
-                call = event.tool_call or (event.tool_calls[0] if event.tool_calls else None)
+                calls = event.tool_calls
+                call = event.tool_call or (calls[0] if isinstance(calls, list) and calls else calls)
                 name = getattr(call, "name", None)
                 if name:  # token streaming repeats the call in fragments; the first names it
                     turn.emit("tool", {"phase": "call", "name": name, "id": getattr(call, "tool_call_id", None)})
