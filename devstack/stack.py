@@ -307,7 +307,7 @@ class Stack:
         wait_http(f"{c.supabase_url}/auth/v1/health", 30, process)
 
     def start_relay(self) -> None:
-        self._process("pgnet-relay", [str(PYTHON), "-m", "devstack.pgnet_relay", "--db-url", self.database_url])
+        self._process("pgnet-relay", [str(PYTHON), "-m", "devstack.doubles.pgnet_relay", "--db-url", self.database_url])
 
     def start_edge_function(self) -> None:
         if not self.edge_function_available():

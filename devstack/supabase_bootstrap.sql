@@ -8,7 +8,7 @@
 --     and the grants/default privileges Supabase sets up for them;
 --   * schema `auth` with GoTrue's `auth.users` and auth.uid()/auth.role()/auth.jwt();
 --   * schema `extensions`;
---   * a pg_net stand-in (schema `net`); devstack/pgnet_relay.py performs the HTTP deliveries;
+--   * a pg_net stand-in (schema `net`); devstack/doubles/pgnet_relay.py performs the HTTP deliveries;
 --   * supabase_migrations.schema_migrations, where the CLI (and devstack/migrate.py) records versions.
 --
 -- Idempotent: safe to run again on every start. Roles are cluster-wide, so role creation tolerates a
@@ -207,7 +207,7 @@ $$;
 -- upgrade scripts; Supabase makes http_post SECURITY DEFINER with search_path = net and grants it to
 -- the API roles). Like the real one, a request is only a row in net.http_request_queue until COMMIT:
 -- a rolled-back transaction sends nothing. The NOTIFY (also delivered only at COMMIT) wakes
--- devstack/pgnet_relay.py, which stands in for pg_net's background worker.
+-- devstack/doubles/pgnet_relay.py, which stands in for pg_net's background worker.
 --
 -- Differences, on purpose:
 --   * Real pg_net makes ONE attempt and deletes the queue row; failures only land in

@@ -19,7 +19,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from devstack.pgnet_relay import RelaySettings, run_relay
+from devstack.doubles.pgnet_relay import RelaySettings, run_relay
 
 pytestmark = pytest.mark.integration
 

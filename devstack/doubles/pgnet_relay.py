@@ -11,7 +11,7 @@ will reject it again); 5xx, 408, 429, timeouts and connection errors are retried
 backoff up to ``max_attempts``. Real pg_net makes a single attempt: the retries are a local
 convenience, and the service's reconciler is what makes a lost webhook harmless.
 
-    python -m devstack.pgnet_relay --db-url postgresql://postgres@127.0.0.1:55432/postgres
+    python -m devstack.doubles.pgnet_relay --db-url postgresql://postgres@127.0.0.1:55432/postgres
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import asyncpg
 import httpx
 
-log = logging.getLogger("devstack.pgnet_relay")
+log = logging.getLogger("devstack.doubles.pgnet_relay")
 
 CHANNEL = "net_http_request"
 _RETRYABLE_STATUS = frozenset({408, 429})
@@ -294,7 +294,7 @@ async def _main(db_url: str, settings: RelaySettings) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m devstack.pgnet_relay",
+        prog="python -m devstack.doubles.pgnet_relay",
         description="Deliver requests queued by the local pg_net stand-in (net.http_post).",
     )
     parser.add_argument("--db-url", default=os.environ.get("DATABASE_URL"), help="default: $DATABASE_URL")
