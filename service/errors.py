@@ -6,7 +6,7 @@ import logging
 from http import HTTPStatus
 from typing import Any
 
-from litestar import MediaType, Request, Response
+from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.types import ExceptionHandlersMap
 
@@ -87,4 +87,4 @@ def _default_detail(status: int) -> str:
 
 exception_handlers: ExceptionHandlersMap = {Exception: _problem_response}
 
-__all__ = ["PROBLEM_JSON", "MediaType", "ProblemError", "exception_handlers", "problem_body"]
+__all__ = ["PROBLEM_JSON", "ProblemError", "exception_handlers", "problem_body"]

@@ -86,11 +86,6 @@ class Turn:
                 return
             yield event
 
-    async def wait(self) -> TurnResult:
-        assert self.task is not None
-        await asyncio.shield(self.task)
-        return self.result
-
 
 # Takes the user's lease unless a live one exists (then returns no row). $1 user, $2 lease id, $3 holder,
 # $4 seconds.
