@@ -243,14 +243,20 @@ class LettaStream:
 
     async def __aiter__(self) -> AsyncIterator[LettaEvent]:
         kind = ""
+        finished = False
         try:
             async for line in self._response.aiter_lines():
+                if finished:
+                    # Read to the end of the body (Letta ends it right after [DONE]): a response closed before
+                    # its end takes its connection with it, and the next turn would open a new one.
+                    continue
                 if line.startswith("event:"):
                     kind = line[6:].strip()
                 elif line.startswith("data:"):
                     data = line[5:].strip()
                     if data == "[DONE]":
-                        return
+                        finished = True
+                        continue
                     if kind == "error":
                         raise UpstreamError(
                             SERVICE,

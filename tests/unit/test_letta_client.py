@@ -9,6 +9,7 @@ The SSE fixtures are copied from what Letta 0.16.8's own schemas serialise (``Le
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import socket
@@ -577,6 +578,40 @@ async def test_events_after_done_are_ignored(letta: LettaClient, httpx_mock: HTT
     events = await collect(await letta.open_stream(AGENT, "hi"))
 
     assert [e.content for e in events] == ["Hel"]
+
+
+async def test_turns_reuse_one_connection_to_letta(http: httpx.AsyncClient) -> None:
+    """A stream read to its [DONE] returns its connection to the pool: the next turn does not open a new one.
+
+    A real loopback server, chunked like Letta's uvicorn: the body's last chunk follows [DONE] a moment later.
+    """
+    connections = 0
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        while request := await reader.readuntil(b"\r\n\r\n"):
+            length = int(re.search(rb"content-length: (\d+)", request, re.IGNORECASE)[1])  # type: ignore[index]
+            await reader.readexactly(length)
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+            for event in (data(TOKENS[0]), data(END_TURN), data("[DONE]")):
+                writer.write(b"%x\r\n%s\r\n" % (len(event), event))
+            await writer.drain()
+            await asyncio.sleep(0.02)
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    letta = LettaClient(http, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", None)
+    try:
+        for _ in range(3):
+            stream = await letta.open_stream(AGENT, "hi")
+            assert [e.message_type for e in await collect(stream)] == ["assistant_message", "stop_reason"]
+            await stream.close()
+    finally:
+        server.close()
+
+    assert connections == 1
 
 
 async def test_stream_error_event_raises_upstream_error(letta: LettaClient, httpx_mock: HTTPXMock) -> None:
