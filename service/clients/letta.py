@@ -7,6 +7,8 @@ already checked belong to the caller (see ``service.provisioning``). The SDK ret
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -240,23 +242,20 @@ class LettaStream:
     def __init__(self, opened: Any, response: httpx.Response) -> None:
         self._opened = opened
         self._response = response
+        self._lines = response.aiter_lines()
+        self._finished = False  # [DONE] was read
 
     async def __aiter__(self) -> AsyncIterator[LettaEvent]:
         kind = ""
-        finished = False
         try:
-            async for line in self._response.aiter_lines():
-                if finished:
-                    # Read to the end of the body (Letta ends it right after [DONE]): a response closed before
-                    # its end takes its connection with it, and the next turn would open a new one.
-                    continue
+            async for line in self._lines:
                 if line.startswith("event:"):
                     kind = line[6:].strip()
                 elif line.startswith("data:"):
                     data = line[5:].strip()
                     if data == "[DONE]":
-                        finished = True
-                        continue
+                        self._finished = True
+                        return
                     if kind == "error":
                         raise UpstreamError(
                             SERVICE,
@@ -277,4 +276,25 @@ class LettaStream:
             raise _translate(exc) from exc
 
     async def close(self) -> None:
-        await self._opened.__aexit__(None, None, None)
+        """Release the response. After [DONE], Letta still finishes its run before it ends the body (~100 ms):
+        that rest is read in the background, so the turn is not held up and the connection, read to its end,
+        goes back to the pool (closed mid-body, it would be dropped and the next turn would open a new one)."""
+        if not self._finished:
+            await self._opened.__aexit__(None, None, None)
+            return
+        task = asyncio.get_running_loop().create_task(self._drain())
+        _draining.add(task)
+        task.add_done_callback(_draining.discard)
+
+    async def _drain(self) -> None:
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(DRAIN_SECONDS):
+                async for _ in self._lines:
+                    pass
+        with contextlib.suppress(Exception):
+            await self._opened.__aexit__(None, None, None)
+
+
+# How long a finished stream may take to end its body before its connection is dropped instead.
+DRAIN_SECONDS = 10.0
+_draining: set[asyncio.Task[None]] = set()  # strong references: the event loop keeps only weak ones

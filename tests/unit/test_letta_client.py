@@ -20,6 +20,7 @@ import httpx
 import pytest
 from pytest_httpx import HTTPXMock, IteratorStream
 
+from service.clients import letta as letta_module
 from service.clients.base import UpstreamError
 from service.clients.letta import LettaClient, LettaStream, agent_name, provider_name, user_tag
 from service.retry import with_retries
@@ -580,12 +581,14 @@ async def test_events_after_done_are_ignored(letta: LettaClient, httpx_mock: HTT
     assert [e.content for e in events] == ["Hel"]
 
 
-async def test_turns_reuse_one_connection_to_letta(http: httpx.AsyncClient) -> None:
-    """A stream read to its [DONE] returns its connection to the pool: the next turn does not open a new one.
+async def test_a_turn_ends_at_done_and_the_connection_is_reused(http: httpx.AsyncClient) -> None:
+    """The turn ends at [DONE]; the rest of the body (Letta ends it only after finishing its run) is read in the
+    background, so the connection, read to its end, goes back to the pool and the next turn reuses it.
 
-    A real loopback server, chunked like Letta's uvicorn: the body's last chunk follows [DONE] a moment later.
+    A real loopback server, chunked like Letta's uvicorn: the body's last chunk waits until the test allows it.
     """
     connections = 0
+    end_body = asyncio.Event()
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         nonlocal connections
@@ -597,7 +600,7 @@ async def test_turns_reuse_one_connection_to_letta(http: httpx.AsyncClient) -> N
             for event in (data(TOKENS[0]), data(END_TURN), data("[DONE]")):
                 writer.write(b"%x\r\n%s\r\n" % (len(event), event))
             await writer.drain()
-            await asyncio.sleep(0.02)
+            await end_body.wait()
             writer.write(b"0\r\n\r\n")
             await writer.drain()
 
@@ -605,9 +608,14 @@ async def test_turns_reuse_one_connection_to_letta(http: httpx.AsyncClient) -> N
     letta = LettaClient(http, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", None)
     try:
         for _ in range(3):
+            end_body.clear()
             stream = await letta.open_stream(AGENT, "hi")
             assert [e.message_type for e in await collect(stream)] == ["assistant_message", "stop_reason"]
-            await stream.close()
+            await stream.close()  # returns although the body has not ended
+            assert not stream._response.is_closed
+            end_body.set()
+            await asyncio.gather(*letta_module._draining)
+            assert stream._response.is_closed
     finally:
         server.close()
 
