@@ -20,6 +20,13 @@ async def _init_connection(conn: asyncpg.Connection[Any]) -> None:
     await conn.set_type_codec("json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
+async def _keep_session(conn: asyncpg.Connection[Any]) -> None:
+    """Pool release without asyncpg's reset query (``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET
+    ALL``): a second round trip after every statement, on the path of every request. The service keeps no
+    session state (no ``SET``, advisory locks, ``LISTEN`` or cursors), and asyncpg still rolls back a
+    transaction left open before the connection is reused."""
+
+
 async def create_pool(settings: Settings) -> asyncpg.Pool[Any]:
     pool = await asyncpg.create_pool(
         settings.database_url,
@@ -29,6 +36,7 @@ async def create_pool(settings: Settings) -> asyncpg.Pool[Any]:
         # keep them across clients, so they can be switched off (the session pooler and direct connection can).
         statement_cache_size=100 if settings.database_prepared_statements else 0,
         init=_init_connection,
+        reset=_keep_session,
         command_timeout=30,
         server_settings={"application_name": "ai-chat-backend"},
     )
