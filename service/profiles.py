@@ -23,10 +23,24 @@ class Profile(msgspec.Struct, kw_only=True):
     created_at: datetime
     updated_at: datetime
 
+    @property
+    def ready(self) -> bool:
+        """The agent can chat. ``READY_SQL`` says the same for statements that decide it in the database."""
+        return self.agent_status == "active" and bool(self.letta_agent_id)
 
-_COLUMNS = ", ".join(Profile.__struct_fields__)
+
+PROFILE_COLUMNS = ", ".join(Profile.__struct_fields__)
+READY_SQL = "agent_status = 'active' and letta_agent_id is not null"
+
+
+def profile_from(row: asyncpg.Record | None) -> Profile | None:
+    """The profile in a row that holds ``PROFILE_COLUMNS`` (all null when there is no profile)."""
+    if row is None or row["id"] is None:
+        return None
+    return Profile(**{name: row[name] for name in Profile.__struct_fields__})
 
 
 async def get_profile(db: asyncpg.Pool[Any] | asyncpg.Connection[Any], user_id: uuid.UUID) -> Profile | None:
-    row = await db.fetchrow(f"select {_COLUMNS} from public.user_profiles where id = $1", user_id)  # noqa: S608
-    return None if row is None else Profile(**dict(row))
+    return profile_from(
+        await db.fetchrow(f"select {PROFILE_COLUMNS} from public.user_profiles where id = $1", user_id)  # noqa: S608
+    )

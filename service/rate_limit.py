@@ -14,10 +14,13 @@ The service role (``Principal.user_id is None``) is exempt: it is our own toolin
 
 Usage::
 
-    @post("/api/v1/chat", guards=[rate_limit(CHAT_BUCKET)])      # HTTP: raises a 429 problem
+    @get("/api/v1/agent/memory", guards=[rate_limit(MEMORY_BUCKET)])  # raises a 429 problem
 
-    decision = await check_rate_limit(state, principal, CHAT_BUCKET)  # WebSocket: send an error frame
-    if not decision.allowed: ...
+    decision = await check_rate_limit(state, principal, MEMORY_BUCKET)  # the decision, without raising
+
+Chat turns (SSE, JSON and WebSocket) record their hit inside the one statement that starts a turn
+(``service.chat.turns``), with ``limit_of`` and ``decision`` from here: that hit is on the path to the first
+token, and it is not fail-open (a turn needs the database anyway).
 """
 
 from __future__ import annotations
@@ -70,7 +73,7 @@ class RateDecision:
     enforced: bool = True
 
     def problem(self) -> ProblemError:
-        """The 429 for a refused hit (the WebSocket path can also raise this inside its ProblemError handler)."""
+        """The 429 for a refused hit."""
         return ProblemError(
             429,
             f"rate limit for {self.bucket!r} reached ({self.limit} per {self.window_seconds} s); "
@@ -109,12 +112,28 @@ class PostgresRateLimiter:
         self._timeout = timeout_seconds
         self._last_warning = float("-inf")
 
-    async def hit(self, user_id: uuid.UUID, bucket: str) -> RateDecision:
+    def limit_of(self, bucket: str) -> tuple[int, int]:
+        """``(limit, window_seconds)`` of a configured bucket."""
         try:
-            limit, window = self._limits[bucket]
+            return self._limits[bucket]
         except KeyError:
             # A typo must not silently disable a limit: this is a programming error (a 500).
             raise LookupError(f"no rate limit is configured for bucket {bucket!r}") from None
+
+    def decision(self, bucket: str, row: Mapping[str, Any]) -> RateDecision:
+        """The decision in a row of ``private.rate_limit_hit`` (``allowed, remaining, retry_after_seconds``)."""
+        limit, window = self.limit_of(bucket)
+        return RateDecision(
+            allowed=row["allowed"],
+            bucket=bucket,
+            limit=limit,
+            window_seconds=window,
+            remaining=row["remaining"],
+            retry_after_seconds=row["retry_after_seconds"],
+        )
+
+    async def hit(self, user_id: uuid.UUID, bucket: str) -> RateDecision:
+        limit, window = self.limit_of(bucket)
         try:
             # Bounds the wait for a pooled connection too: a saturated pool must not stall every request.
             async with asyncio.timeout(self._timeout):
@@ -126,14 +145,7 @@ class PostgresRateLimiter:
             self._warn(bucket, exc)
             return RateDecision(True, bucket, limit, window, limit, 0, enforced=False)
         assert row is not None
-        return RateDecision(
-            allowed=row["allowed"],
-            bucket=bucket,
-            limit=limit,
-            window_seconds=window,
-            remaining=row["remaining"],
-            retry_after_seconds=row["retry_after_seconds"],
-        )
+        return self.decision(bucket, row)
 
     def _warn(self, bucket: str, exc: BaseException) -> None:
         # One line per interval, not one per request, while the database is down.
@@ -151,7 +163,7 @@ def _exempt(bucket: str) -> RateDecision:
 
 
 async def check_rate_limit(state: State, principal: Principal | None, bucket: str) -> RateDecision:
-    """Record a hit for ``principal`` and return the decision without raising (for the WebSocket path).
+    """Record a hit for ``principal`` and return the decision without raising.
 
     Exempt (always allowed, ``enforced=False``): no principal, the service role, or no
     ``state.rate_limiter`` configured.

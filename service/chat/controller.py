@@ -22,8 +22,7 @@ from service.chat.schemas import HISTORY_COLUMNS, CancelResult, ChatMessageIn, C
 from service.chat.turns import ChatService, Event, Turn
 from service.errors import ProblemError
 from service.openapi import MESSAGE_EXAMPLE, NOT_READY, RATE_LIMITED, body_example, ok, problem
-from service.provisioning.deps import ActiveProfile, provide_active_profile
-from service.rate_limit import CHAT_BUCKET, rate_limit
+from service.provisioning.deps import ActiveProfile, provide_active_profile, require_user
 
 KEEPALIVE_SECONDS = 15.0
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connection": "keep-alive"}
@@ -98,7 +97,6 @@ class ChatController(Controller):
         ),
         status_code=200,
         request_max_body_size=256 * 1024,
-        guards=[rate_limit(CHAT_BUCKET)],
         responses={
             200: ok(
                 ChatReply,
@@ -139,12 +137,13 @@ class ChatController(Controller):
         self,
         request: Request[Principal, Any, Any],
         data: Annotated[ChatMessageIn, body_example("A message", {"content": "remember that my cat is Miso"})],
-        profile: ActiveProfile,
         state: State,
     ) -> Response[Any]:
+        user_id = require_user(request.user)
         content = validate_content(data.content, state.settings.chat_max_message_bytes)
         chat: ChatService = state.chat
-        turn = await chat.start(profile, content)
+        # The turn records its chat rate-limit hit and checks the profile itself, in the statement that starts it.
+        turn = await chat.start(user_id, content)
         if "text/event-stream" in request.headers.get("accept", ""):
             return Stream(sse_stream(turn), media_type="text/event-stream", headers=SSE_HEADERS)
         return await _whole_reply(turn)

@@ -5,8 +5,10 @@ closed, WebSocket dropped) does not lose the reply, it is stored when Letta fini
 the turn's events from a queue.
 
 Order of work, so nothing is lost:
-1. budget check (402) and the per-user lease (409) — before anything is written;
-2. the user's message is stored (``pending``);
+1. budget check (402, from the cache);
+2. one statement (it is on the path to the first token) records the chat rate-limit hit (429), reads the
+   profile (503 if the agent is not ready), takes the per-user lease (409) and stores the user's message
+   (``pending``), each part only if the one before allowed it;
 3. Letta's stream is opened; failing here is a 503 for the caller and a ``failed`` user message;
 4. events are relayed; the lease is renewed and polled for a cancel request while they flow;
 5. one transaction stores the reply (tokens, cost, run id), completes the user message and adds to
@@ -31,7 +33,10 @@ from service.billing import Billing
 from service.clients.base import UpstreamError
 from service.clients.letta import LettaClient
 from service.errors import ProblemError
-from service.profiles import Profile
+from service.profiles import PROFILE_COLUMNS, READY_SQL, Profile, profile_from
+from service.provisioning.deps import not_ready
+from service.provisioning.service import Provisioner
+from service.rate_limit import CHAT_BUCKET, PostgresRateLimiter
 from service.settings import Settings
 
 logger = logging.getLogger("service.chat")
@@ -87,11 +92,11 @@ class Turn:
             yield event
 
 
-# Takes the user's lease unless a live one exists (then returns no row). $1 user, $2 lease id, $3 holder,
-# $4 seconds.
+# Takes the user's lease unless a live one exists (then returns no row), if {condition} holds. $1 user,
+# $2 lease id, $3 holder, $4 seconds.
 _TAKE_LEASE = """
     insert into private.chat_turn_leases (user_id, turn_id, holder, expires_at)
-    values ($1, $2, $3, now() + make_interval(secs => $4))
+    select $1, $2, $3, now() + make_interval(secs => $4) {condition}
     on conflict (user_id) do update
       set turn_id = excluded.turn_id, holder = excluded.holder, expires_at = excluded.expires_at,
           letta_run_id = null, cancel_requested = false, acquired_at = now()
@@ -99,13 +104,20 @@ _TAKE_LEASE = """
     returning turn_id
 """
 
-
-# The lease and the user's message together; no row when a live lease exists. $5 content.
+# A turn starts in one round trip: the rate-limit hit; the profile; the lease if the hit was allowed and the
+# agent is ready; the user's message if the lease was taken. $5 content, $6 bucket, $7 limit, $8 window.
 _BEGIN_TURN = f"""
-    with lease as ({_TAKE_LEASE})
-    insert into public.messages (user_id, turn_id, role, content, status)
-    select $1, turn_id, 'user', $5, 'pending' from lease
-    returning id
+    with hit as (select * from private.rate_limit_hit($1, $6, $7, $8)),
+    profile as (select {PROFILE_COLUMNS} from public.user_profiles where id = $1),
+    lease as ({_TAKE_LEASE.format(condition=f"from hit, profile where hit.allowed and {READY_SQL}")}),
+    message as (
+        insert into public.messages (user_id, turn_id, role, content, status)
+        select $1, turn_id, 'user', $5, 'pending' from lease
+        returning id
+    )
+    select hit.allowed, hit.remaining, hit.retry_after_seconds, (select id from message) as user_message_id,
+        profile.*
+    from hit left join profile on true
 """  # noqa: S608 - composed from constants only
 
 
@@ -114,11 +126,21 @@ def _turn_in_progress() -> ProblemError:
 
 
 class ChatService:
-    def __init__(self, db: asyncpg.Pool[Any], letta: LettaClient, billing: Billing, settings: Settings) -> None:
+    def __init__(
+        self,
+        db: asyncpg.Pool[Any],
+        letta: LettaClient,
+        billing: Billing,
+        settings: Settings,
+        rate_limiter: PostgresRateLimiter,
+        provisioner: Provisioner,
+    ) -> None:
         self.db = db
         self.letta = letta
         self.billing = billing
         self.settings = settings
+        self.rate_limiter = rate_limiter
+        self.provisioner = provisioner
         self.holder = f"replica-{uuid.uuid4().hex[:12]}"
         self._turns: set[asyncio.Task[None]] = set()
         self._local: dict[uuid.UUID, Turn] = {}  # running here, by user: a cancel need not wait for a renewal
@@ -141,9 +163,10 @@ class ChatService:
                 budget_reset_at=budget.budget_reset_at,
             )
 
-    async def start(self, profile: Profile, content: str) -> Turn:
-        await self.check_budget(profile.id)
-        turn_id, user_message_id = await self._begin_turn(profile.id, content)
+    async def start(self, user_id: uuid.UUID, content: str) -> Turn:
+        """Start the user's turn (see the module docstring for the order); returns once Letta is streaming."""
+        await self.check_budget(user_id)
+        profile, turn_id, user_message_id = await self._begin_turn(user_id, content)
         turn = Turn(turn_id, user_message_id, profile)
         try:
             stream = await self.letta.open_stream(profile.letta_agent_id or "", content)
@@ -178,25 +201,34 @@ class ChatService:
     async def acquire_lease(self, user_id: uuid.UUID, holder: str | None = None) -> uuid.UUID:
         """Take the user's one-at-a-time lease (409 if a live one exists); returns its id."""
         lease_id = uuid.uuid4()
-        acquired = await self.db.fetchval(_TAKE_LEASE, user_id, lease_id, holder or self.holder, LEASE_SECONDS)
+        acquired = await self.db.fetchval(
+            _TAKE_LEASE.format(condition=""), user_id, lease_id, holder or self.holder, LEASE_SECONDS
+        )
         if acquired is None:
             raise _turn_in_progress()
         return lease_id
 
-    async def _begin_turn(self, user_id: uuid.UUID, content: str) -> tuple[uuid.UUID, uuid.UUID]:
-        """Lease + the user's stored message in one round trip (this is on the time-to-first-token path)."""
+    async def _begin_turn(self, user_id: uuid.UUID, content: str) -> tuple[Profile, uuid.UUID, uuid.UUID]:
+        """Rate limit, profile, lease and the stored user message in one round trip: (profile, turn, message)."""
         turn_id = uuid.uuid4()
-        message_id = await self.db.fetchval(
-            _BEGIN_TURN,
-            user_id,
-            turn_id,
-            self.holder,
-            LEASE_SECONDS,
-            content,
-        )
-        if message_id is None:
+        limit, window = self.rate_limiter.limit_of(CHAT_BUCKET)
+        try:
+            row = await self.db.fetchrow(
+                _BEGIN_TURN, user_id, turn_id, self.holder, LEASE_SECONDS, content, CHAT_BUCKET, limit, window
+            )
+        except asyncpg.ForeignKeyViolationError:
+            row = None  # the user was deleted but still holds a valid token
+        if row is None:
+            raise not_ready(self.provisioner, user_id, None)
+        decision = self.rate_limiter.decision(CHAT_BUCKET, row)
+        if not decision.allowed:
+            raise decision.problem()
+        profile = profile_from(row)
+        if profile is None or not profile.ready:
+            raise not_ready(self.provisioner, user_id, profile)
+        if row["user_message_id"] is None:
             raise _turn_in_progress()
-        return turn_id, message_id
+        return profile, turn_id, row["user_message_id"]
 
     async def release_lease(self, user_id: uuid.UUID, lease_id: uuid.UUID) -> None:
         await self.db.execute(

@@ -30,8 +30,6 @@ from service.auth.tokens import Principal
 from service.chat.controller import validate_content
 from service.chat.turns import ChatService, Turn
 from service.errors import ProblemError
-from service.provisioning.deps import active_profile
-from service.rate_limit import CHAT_BUCKET, check_rate_limit
 
 AUTH_TIMEOUT_SECONDS = 10.0
 MAX_FRAME_BYTES = 256 * 1024
@@ -141,11 +139,7 @@ class ChatSocket:
             return
         try:
             validate_content(content, self.state.settings.chat_max_message_bytes)
-            decision = await check_rate_limit(self.state, self.principal, CHAT_BUCKET)
-            if not decision.allowed:
-                raise decision.problem()
-            profile = await active_profile(self.state, self.principal.user_id)
-            self.turn = await self.chat.start(profile, content)
+            self.turn = await self.chat.start(self.principal.user_id, content)
         except ProblemError as exc:
             code = _PROBLEM_CODES.get(exc.status_code, "error")
             extra = {

@@ -26,12 +26,16 @@ def require_user(principal: Principal) -> uuid.UUID:
 async def active_profile(state: State, user_id: uuid.UUID) -> Profile:
     """The user's profile if their agent is ready; otherwise start provisioning and answer 503."""
     profile = await get_profile(state.db, user_id)
-    if profile is not None and profile.agent_status == "active" and profile.letta_agent_id:
+    if profile is not None and profile.ready:
         return profile
-    # Not ready: provisioning on demand covers a lost webhook; the client retries after a moment.
-    provisioner: Provisioner = state.provisioner
+    raise not_ready(state.provisioner, user_id, profile)
+
+
+def not_ready(provisioner: Provisioner, user_id: uuid.UUID, profile: Profile | None) -> ProblemError:
+    """The 503 for a user whose agent is not ready, having started provisioning: on demand, it covers a lost
+    webhook; the client retries after a moment."""
     provisioner.schedule(user_id)
-    raise ProblemError(
+    return ProblemError(
         503,
         "your assistant is still being set up; retry shortly",
         title="Agent Not Ready",

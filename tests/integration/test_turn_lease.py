@@ -20,7 +20,7 @@ async def replicas(database_url: str) -> AsyncIterator[tuple[ChatService, ChatSe
     pool_a = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
     pool_b = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
     # Only the lease methods are exercised: they need nothing but the database.
-    yield (ChatService(pool_a, None, None, None), ChatService(pool_b, None, None, None), pool_a)  # type: ignore[arg-type]
+    yield (ChatService(pool_a, None, None, None, None, None), ChatService(pool_b, None, None, None, None, None), pool_a)  # type: ignore[arg-type]
     await pool_a.close()
     await pool_b.close()
 

@@ -71,7 +71,7 @@ async def test_a_turn_that_broke_after_the_llm_call_is_still_counted(pool: async
             "LITELLM_MASTER_KEY": "k",
         }
     )
-    chat = ChatService(pool, letta, FakeBilling(), settings)  # type: ignore[arg-type]
+    chat = ChatService(pool, letta, FakeBilling(), settings, None, None)  # type: ignore[arg-type]
     turn = await a_turn(chat, pool, database_url)
     turn.result.status, turn.result.run_id = "failed", "run-1"
     turn.result.content = ["partial reply the user saw"]
