@@ -2,20 +2,29 @@
 
 LiteLLM is the source of truth for a user's spend and budget; we ask before each turn (cached a few
 seconds, so a burst of turns does not become a burst of management calls) and answer 402 before
-anything reaches Letta. Prices come from ``/model/info`` (cached longer) and turn Letta's token counts
+anything reaches Letta. A budget past its few seconds but younger than a minute is still answered from
+the cache while one refresh runs in the background: the call to LiteLLM stays off the path to the first
+token, and the turns' own costs are added to the cached spend meanwhile. LiteLLM itself still refuses an
+over-budget call mid-turn. Prices come from ``/model/info`` (cached longer) and turn Letta's token counts
 into our own per-message cost record, which also covers LiteLLM's known gaps in spend tracking.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
+from service.clients.base import UpstreamError
 from service.clients.litellm import LiteLLMClient
 
+logger = logging.getLogger("service.billing")
+
 BUDGET_TTL_SECONDS = 5.0
+BUDGET_MAX_STALE_SECONDS = 60.0  # older than this, a turn waits for LiteLLM's answer
 PRICES_TTL_SECONDS = 600.0
 
 
@@ -48,16 +57,39 @@ class Billing:
     def __init__(self, litellm: LiteLLMClient) -> None:
         self.litellm = litellm
         self._budgets: dict[str, tuple[float, Budget | None]] = {}
+        self._refreshing: dict[str, asyncio.Task[None]] = {}
         self._prices: tuple[float, dict[str, Prices]] | None = None
 
     async def budget(self, user_id: str, *, fresh: bool = False) -> Budget | None:
-        """The user's LiteLLM budget; None when LiteLLM does not know the user."""
+        """The user's LiteLLM budget; None when LiteLLM does not know the user. ``fresh`` always asks LiteLLM."""
         cached = self._budgets.get(user_id)
-        if cached and not fresh and time.monotonic() - cached[0] < BUDGET_TTL_SECONDS:
-            return cached[1]
+        if cached and not fresh:
+            age = time.monotonic() - cached[0]
+            if age < BUDGET_TTL_SECONDS:
+                return cached[1]
+            if age < BUDGET_MAX_STALE_SECONDS:
+                self._refresh_in_background(user_id)
+                return cached[1]
+        return await self._fetch_budget(user_id)
+
+    def _refresh_in_background(self, user_id: str) -> None:
+        if user_id in self._refreshing:
+            return
+        task = asyncio.get_running_loop().create_task(self._refresh(user_id))
+        self._refreshing[user_id] = task
+        task.add_done_callback(lambda _: self._refreshing.pop(user_id, None))
+
+    async def _refresh(self, user_id: str) -> None:
+        try:
+            await self._fetch_budget(user_id)
+        except UpstreamError as exc:
+            # The cached budget keeps serving until it is too old; then a turn asks LiteLLM itself.
+            logger.warning("budget refresh failed", extra={"error": str(exc)})
+
+    async def _fetch_budget(self, user_id: str) -> Budget | None:
         info = await self.litellm.user_info(user_id)
         budget = _budget_from(info) if info else None
-        if len(self._budgets) > 10_000:  # bound the cache: old entries are worthless after the TTL anyway
+        if len(self._budgets) > 10_000:  # bound the cache: entries are worthless a minute after their read
             self._budgets.clear()
         self._budgets[user_id] = (time.monotonic(), budget)
         return budget

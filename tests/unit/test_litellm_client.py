@@ -7,6 +7,7 @@ either side's shape shows up here.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -533,10 +534,30 @@ async def test_a_turns_cost_is_added_to_the_cached_budget(client: LiteLLMClient,
     billing.add_spend("someone-not-cached", 1.0)  # nothing cached: nothing to update
 
 
-async def test_expired_budget_is_fetched_again(
+async def test_a_stale_budget_is_answered_from_the_cache_while_one_refresh_runs(
     client: LiteLLMClient, httpx_mock: HTTPXMock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(billing_module, "BUDGET_TTL_SECONDS", 0.0)
+    httpx_mock.add_response(url=INFO_URL, json=user_info_body(spend=1.0))
+    httpx_mock.add_response(url=INFO_URL, json=user_info_body(spend=2.0))
+    billing = Billing(client)
+
+    await billing.budget(USER)
+    stale = await asyncio.gather(*(billing.budget(USER) for _ in range(3)))  # no wait for LiteLLM
+    await asyncio.gather(*billing._refreshing.values())
+    monkeypatch.setattr(billing_module, "BUDGET_TTL_SECONDS", 60.0)
+    refreshed = await billing.budget(USER)
+
+    assert [b.spend for b in stale if b] == [1.0, 1.0, 1.0]
+    assert refreshed is not None and refreshed.spend == 2.0
+    assert len(httpx_mock.get_requests()) == 2  # one refresh for the three stale answers
+
+
+async def test_a_budget_too_old_to_serve_is_fetched_before_answering(
+    client: LiteLLMClient, httpx_mock: HTTPXMock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(billing_module, "BUDGET_TTL_SECONDS", 0.0)
+    monkeypatch.setattr(billing_module, "BUDGET_MAX_STALE_SECONDS", 0.0)
     httpx_mock.add_response(url=INFO_URL, json=user_info_body(spend=1.0))
     httpx_mock.add_response(url=INFO_URL, json=user_info_body(spend=2.0))
     billing = Billing(client)
@@ -546,6 +567,23 @@ async def test_expired_budget_is_fetched_again(
 
     assert budget is not None and budget.spend == 2.0
     assert len(httpx_mock.get_requests()) == 2
+
+
+async def test_a_failed_background_refresh_keeps_the_cached_budget(
+    client: LiteLLMClient, httpx_mock: HTTPXMock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(billing_module, "BUDGET_TTL_SECONDS", 0.0)
+    httpx_mock.add_response(url=INFO_URL, json=user_info_body(spend=1.0))
+    httpx_mock.add_response(url=INFO_URL, status_code=500, json=proxy_error(500, "Database not connected"))
+    billing = Billing(client)
+
+    await billing.budget(USER)
+    await billing.budget(USER)
+    await asyncio.gather(*billing._refreshing.values())  # the failure stays inside the refresh
+    monkeypatch.setattr(billing_module, "BUDGET_TTL_SECONDS", 60.0)
+    budget = await billing.budget(USER)
+
+    assert budget is not None and budget.spend == 1.0
 
 
 async def test_budget_failure_is_raised_not_cached(client: LiteLLMClient, httpx_mock: HTTPXMock) -> None:
