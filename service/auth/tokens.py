@@ -8,6 +8,11 @@ HS256 tokens and does not check ``aud``/``iss``.
 The algorithm is never taken on trust from the token: an asymmetric token must name a key of the
 matching type in the JWKS, and HS256 is accepted only when a secret is configured. That closes
 ``alg: none`` and the RS256-public-key-as-HMAC-secret confusion.
+
+A token that passed is remembered, by its exact bytes, for at most a minute and never past its expiry:
+the signature check is the costliest step of a request (~0.3 ms for ES256), and a client sends the same
+token with every request until it refreshes it. A minute is also about how late a key withdrawn from the
+JWKS stops working anyway (the JWKS itself is cached for minutes).
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ MAX_TOKEN_BYTES = 8192
 # An unknown kid refreshes the JWKS, but not more often than this: random kids must not become a
 # way to make us hammer Supabase.
 _MIN_REFRESH_INTERVAL = 30.0
+VERIFIED_TTL_SECONDS = 60.0
+VERIFIED_MAX_ENTRIES = 4096
 
 
 class InvalidToken(Exception):
@@ -85,6 +92,7 @@ class TokenVerifier:
         self._keys: dict[str, tuple[str, Any]] = self._parse_jwks(jwks) if jwks else {}
         self._fetched_at = time.monotonic() if jwks else 0.0
         self._lock = asyncio.Lock()
+        self._verified: dict[str, tuple[float, Principal]] = {}  # token -> (valid until, wall clock), principal
 
     @staticmethod
     def _parse_jwks(jwks: dict[str, Any]) -> dict[str, tuple[str, Any]]:
@@ -130,6 +138,19 @@ class TokenVerifier:
         return key
 
     async def verify(self, token: str) -> Principal:
+        remembered = self._verified.get(token)
+        if remembered is not None:
+            if time.time() < remembered[0]:
+                return remembered[1]
+            del self._verified[token]
+        principal, expires_at = await self._verify(token)
+        if len(self._verified) >= VERIFIED_MAX_ENTRIES:
+            self._verified.clear()  # bounded; the next requests simply verify again
+        self._verified[token] = (min(expires_at, time.time() + VERIFIED_TTL_SECONDS), principal)
+        return principal
+
+    async def _verify(self, token: str) -> tuple[Principal, float]:
+        """The principal and the wall-clock time until which the token is accepted."""
         if len(token) > MAX_TOKEN_BYTES:
             raise InvalidToken("token is too large")
         try:
@@ -162,7 +183,7 @@ class TokenVerifier:
             raise InvalidToken("token issuer is not accepted") from exc
         except jwt.PyJWTError as exc:
             raise InvalidToken("token signature or claims are invalid") from exc
-        return self._principal(claims)
+        return self._principal(claims), float(claims["exp"]) + self._leeway
 
     @staticmethod
     def _principal(claims: dict[str, Any]) -> Principal:

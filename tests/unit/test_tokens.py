@@ -16,6 +16,7 @@ from jwt.algorithms import RSAAlgorithm
 from pytest_httpx import HTTPXMock
 
 from devstack.keys import SigningKey
+from service.auth import tokens as tokens_module
 from service.auth.tokens import InvalidToken, TokenVerifier
 
 ISSUER = "https://project.supabase.co/auth/v1"
@@ -216,3 +217,60 @@ async def test_admin_from_app_metadata(key: SigningKey) -> None:
             key.access_token(USER, issuer=ISSUER, app_metadata={"role": "admin"})
         )
     assert principal.is_admin
+
+
+class CountingDecode:
+    """Counts real signature checks (jwt.decode) while letting them run."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls = 0
+        self._decode = jwt.decode
+        monkeypatch.setattr(tokens_module.jwt, "decode", self)
+
+    def __call__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self.calls += 1
+        return self._decode(*args, **kwargs)
+
+
+async def test_a_verified_token_is_remembered_for_a_minute_at_most(
+    key: SigningKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    decode = CountingDecode(monkeypatch)
+    token = key.access_token(USER, issuer=ISSUER, expires_in=3600)
+    async with httpx.AsyncClient() as http:
+        v = verifier(http, jwks=key.jwks())
+        first = await v.verify(token)
+        assert await v.verify(token) == first
+        assert decode.calls == 1
+        # A minute later the token is checked again.
+        now = time.time()
+        monkeypatch.setattr(tokens_module.time, "time", lambda: now + tokens_module.VERIFIED_TTL_SECONDS + 1)
+        assert await v.verify(token) == first
+        assert decode.calls == 2
+
+
+async def test_a_remembered_token_is_never_accepted_past_its_expiry(key: SigningKey) -> None:
+    token = key.access_token(USER, issuer=ISSUER, expires_in=5)
+    async with httpx.AsyncClient() as http:
+        v = verifier(http, jwks=key.jwks())
+        await v.verify(token)
+    exp = jwt.decode(token, options={"verify_signature": False})["exp"]
+    until, _ = v._verified[token]
+    assert until == exp + 10  # the expiry plus the same leeway the signature check allows, not a minute
+
+
+async def test_refused_tokens_are_not_remembered_and_memory_is_bounded(
+    key: SigningKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tokens_module, "VERIFIED_MAX_ENTRIES", 2)
+    other = SigningKey.generate()
+    async with httpx.AsyncClient() as http:
+        v = verifier(http, jwks=key.jwks())
+        forged = other.access_token(USER, issuer=ISSUER)
+        for _ in range(2):
+            with pytest.raises(InvalidToken):
+                await v.verify(forged)
+        assert forged not in v._verified
+        for index in range(5):
+            await v.verify(key.access_token(USER, issuer=ISSUER, session_id=f"s{index}"))
+            assert len(v._verified) <= 2
