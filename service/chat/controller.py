@@ -54,7 +54,9 @@ async def sse_stream(turn: Turn) -> AsyncIterator[bytes]:
     queue = turn.queue
     while True:
         try:
-            event = await asyncio.wait_for(queue.get(), KEEPALIVE_SECONDS)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for wraps every get in a new task, on the token path.
+            async with asyncio.timeout(KEEPALIVE_SECONDS):
+                event = await queue.get()
         except TimeoutError:
             yield b": keep-alive\n\n"
             continue

@@ -1,0 +1,37 @@
+"""The SSE framing of a turn's events (service.chat.controller.sse_stream)."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+import pytest
+
+from service.chat import controller
+
+
+async def test_a_quiet_stream_gets_keep_alive_comments_then_the_events(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(controller, "KEEPALIVE_SECONDS", 0.05)
+    queue: asyncio.Queue = asyncio.Queue()
+    stream = controller.sse_stream(SimpleNamespace(queue=queue))  # type: ignore[arg-type]
+
+    assert await anext(stream) == b": keep-alive\n\n"
+    assert await anext(stream) == b": keep-alive\n\n"
+    queue.put_nowait(("delta", {"text": "Hi"}))
+    assert await anext(stream) == b'event: delta\ndata: {"text":"Hi"}\n\n'
+    queue.put_nowait(None)
+    with pytest.raises(StopAsyncIteration):
+        await anext(stream)
+
+
+async def test_events_already_queued_go_out_in_one_write() -> None:
+    queue: asyncio.Queue = asyncio.Queue()
+    for event in [("delta", {"text": "a"}), ("delta", {"text": "b"}), ("done", {"status": "complete"}), None]:
+        queue.put_nowait(event)
+
+    chunks = [chunk async for chunk in controller.sse_stream(SimpleNamespace(queue=queue))]  # type: ignore[arg-type]
+
+    assert chunks == [
+        b'event: delta\ndata: {"text":"a"}\n\nevent: delta\ndata: {"text":"b"}\n\n'
+        b'event: done\ndata: {"status":"complete"}\n\n'
+    ]
