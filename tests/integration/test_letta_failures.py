@@ -1,0 +1,153 @@
+"""Letta failing around a turn, through the service's real HTTP stack (httpx on aiohttp's transport) and
+the real Postgres: a socket stands where Letta would be and misbehaves on purpose.
+
+Unreachable Letta (503, message kept) is in test_auth_api; here: Letta took the message but never
+answered (504), and Letta dropped the connection mid-reply (error event, partial reply kept)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+
+import asyncpg
+import httpx
+import pytest
+from litestar.testing import AsyncTestClient
+
+from devstack.gotrue import sign_up
+from devstack.keys import SigningKey
+from service.app import create_app
+from service.clients import letta as letta_module
+from service.settings import load_settings
+from tests.integration.test_auth_api import ISSUER, SUPABASE_URL, assert_problem
+
+pytestmark = pytest.mark.integration
+
+TOKEN_EVENT = {"message_type": "assistant_message", "id": "message-1", "content": "Partial"}
+Behaviour = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def read_request(reader: asyncio.StreamReader) -> None:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
+    )
+    await reader.readexactly(length)
+
+
+async def never_answers(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await read_request(reader)
+    await reader.read()  # until the service gives up and closes
+
+
+async def drops_mid_reply(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await read_request(reader)
+    event = f"data: {json.dumps(TOKEN_EVENT)}\n\n".encode()
+    writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+    writer.write(b"%x\r\n%s\r\n" % (len(event), event))
+    await writer.drain()
+    await asyncio.sleep(0.1)
+    writer.transport.abort()  # no last chunk: the connection is simply gone
+
+
+@pytest.fixture
+def letta_socket() -> Iterator[Callable[[Behaviour], str]]:
+    """Starts a misbehaving socket in its own thread: the app under AsyncTestClient runs in another event loop
+    and the test's own loop is blocked while it waits for a response."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    def start(behaviour: Behaviour) -> str:
+        server = asyncio.run_coroutine_threadsafe(asyncio.start_server(behaviour, "127.0.0.1", 0), loop).result()
+        return f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+    yield start
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def signing_key() -> SigningKey:
+    return SigningKey.generate()
+
+
+async def active_user(database_url: str, signing_key: SigningKey) -> tuple[object, dict[str, str]]:
+    user_id = await sign_up(database_url, "letta-fails@example.com")
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(
+            "update public.user_profiles set agent_status = 'active', letta_agent_id = 'agent-x' where id = $1", user_id
+        )
+    finally:
+        await conn.close()
+    return user_id, {"Authorization": f"Bearer {signing_key.access_token(user_id, issuer=ISSUER)}"}
+
+
+def app_for(database_url: str, signing_key: SigningKey, letta_url: str):  # type: ignore[no-untyped-def]
+    return create_app(
+        load_settings(
+            {
+                "DATABASE_URL": database_url,
+                "SUPABASE_URL": SUPABASE_URL,
+                "SUPABASE_JWKS": json.dumps(signing_key.jwks()),
+                "LETTA_BASE_URL": letta_url,
+                "LITELLM_BASE_URL": "http://127.0.0.1:9",
+                "LITELLM_MASTER_KEY": "sk-unused",
+                "LOG_LEVEL": "error",
+            }
+        )
+    )
+
+
+async def stored(database_url: str, user_id: object) -> list[tuple[str, str, str]]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch(
+            "select role, content, status from public.messages where user_id = $1 order by created_at, role desc",
+            user_id,
+        )
+        assert not await conn.fetchval("select count(*) from private.chat_turn_leases where user_id = $1", user_id)
+    finally:
+        await conn.close()
+    return [(r["role"], r["content"], r["status"]) for r in rows]
+
+
+async def test_letta_that_took_the_message_but_never_answered_is_504_and_the_message_is_kept(
+    database_url: str,
+    signing_key: SigningKey,
+    letta_socket,
+    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+) -> None:
+    monkeypatch.setattr(letta_module, "STREAM_TIMEOUT", httpx.Timeout(5.0, read=0.5))
+    user_id, headers = await active_user(database_url, signing_key)
+    async with AsyncTestClient(app_for(database_url, signing_key, letta_socket(never_answers))) as client:
+        response = await client.post("/api/v1/chat/message", headers=headers, json={"content": "anyone there?"})
+    body = assert_problem(response, 504)
+    assert "check your history" in body["detail"] and body["turn_id"]
+    assert await stored(database_url, user_id) == [("user", "anyone there?", "failed")]
+
+
+async def test_letta_dropping_the_connection_mid_reply_is_an_error_event_and_the_partial_reply_is_kept(
+    database_url: str,
+    signing_key: SigningKey,
+    letta_socket,  # type: ignore[no-untyped-def]
+) -> None:
+    user_id, headers = await active_user(database_url, signing_key)
+    async with AsyncTestClient(app_for(database_url, signing_key, letta_socket(drops_mid_reply))) as client:
+        response = await client.post(
+            "/api/v1/chat/message", headers={**headers, "Accept": "text/event-stream"}, json={"content": "tell me"}
+        )
+    assert response.status_code == 200
+    events = [
+        (block.split("\n")[0].removeprefix("event: "), json.loads(block.split("\n")[1].removeprefix("data: ")))
+        for block in response.text.strip().split("\n\n")
+        if block.startswith("event:")
+    ]
+    assert [name for name, _ in events] == ["turn", "delta", "error", "done"]
+    assert events[1][1] == {"text": "Partial"}
+    assert events[2][1]["code"] == "agent_unavailable"
+    assert events[3][1]["status"] == "failed"
+    assert await stored(database_url, user_id) == [("user", "tell me", "failed"), ("assistant", "Partial", "failed")]
