@@ -22,6 +22,7 @@ from service.billing import Billing
 from service.chat.controller import ChatController
 from service.chat.turns import ChatService
 from service.chat.websocket import chat_stream
+from service.clients.base import http_client
 from service.clients.letta import LettaClient
 from service.clients.litellm import LiteLLMClient
 from service.db import create_pool
@@ -44,7 +45,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         # One pooled HTTP client per process: connection reuse to Letta/LiteLLM matters for latency.
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
         timeout = httpx.Timeout(settings.http_timeout_seconds, connect=5.0)
-        async with httpx.AsyncClient(limits=limits, timeout=timeout) as http:
+        async with http_client(limits=limits, timeout=timeout) as http:
             pool = await create_pool(settings)
             app.state.settings = settings
             app.state.http = http

@@ -1,11 +1,63 @@
-"""What our upstream clients share: one error type that says whether a retry can help."""
+"""What our upstream clients share: the pooled HTTP client, and one error type that says whether a retry
+can help."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import httpx
+from httpx_aiohttp import HttpxAiohttpClient
+from httpx_aiohttp.transport import AiohttpTransport
+
+
+def http_client(*, limits: httpx.Limits, timeout: httpx.Timeout) -> httpx.AsyncClient:
+    """The process's pooled client for Letta, LiteLLM and Supabase: httpx's API on aiohttp's transport
+    (letta-client's documented aiohttp backend), which costs ~1 ms less per call than httpx's own, on the path
+    to the first token."""
+    return HttpxAiohttpClient(limits=limits, timeout=timeout, transport=_Transport(limits=limits))
+
+
+class _Transport(AiohttpTransport):
+    """httpx-aiohttp 0.2.0 reports every aiohttp connection error as ``httpx.ConnectTimeout``, a refused
+    connection or a server that went away included. Those are raised as httpx itself would raise them."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            response = await super().handle_async_request(request)
+        except httpx.ConnectTimeout as exc:
+            raise _renamed(exc, request) from exc.__cause__
+        response.stream = _RenamedErrors(response.stream, request)  # type: ignore[arg-type]
+        return response
+
+
+class _RenamedErrors(httpx.AsyncByteStream):
+    def __init__(self, stream: httpx.AsyncByteStream, request: httpx.Request) -> None:
+        self._stream = stream
+        self._request = request
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._stream:
+                yield chunk
+        except httpx.ConnectTimeout as exc:
+            raise _renamed(exc, self._request) from exc.__cause__
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+def _renamed(exc: httpx.ConnectTimeout, request: httpx.Request) -> httpx.TransportError:
+    cause = exc.__cause__
+    if isinstance(cause, aiohttp.ServerTimeoutError) or not isinstance(cause, aiohttp.ClientConnectionError):
+        return exc  # a timeout indeed
+    if isinstance(cause, aiohttp.ClientConnectorError):
+        return httpx.ConnectError(str(cause), request=request)
+    if isinstance(cause, aiohttp.ServerDisconnectedError):
+        return httpx.RemoteProtocolError(str(cause), request=request)
+    return httpx.ReadError(str(cause), request=request)
 
 
 class UpstreamError(Exception):
