@@ -101,4 +101,4 @@ async def test_letta_unreachable_is_a_connection_error_not_a_timeout(http: httpx
         await letta.open_stream("agent-x", "hi")
     assert caught.value.transient is True
     assert caught.value.timed_out is False  # nothing reached Letta: safe to retry (a 503, not a 504)
-    assert "APIConnectionError" in str(caught.value) and "Timeout" not in str(caught.value)
+    assert "ConnectError" in str(caught.value) and "Timeout" not in str(caught.value)

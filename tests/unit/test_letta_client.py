@@ -221,10 +221,13 @@ async def test_no_token_sends_no_authorization_header(
 
 async def test_token_is_sent_as_bearer(http: httpx.AsyncClient, httpx_mock: HTTPXMock) -> None:
     httpx_mock.add_response(method="GET", url=f"{BASE}/v1/providers/{PROVIDER}", json=provider_json())
+    sse_response(httpx_mock, [data(END_TURN), data("[DONE]")])
+    letta = LettaClient(http, BASE, "letta-server-password")
 
-    await LettaClient(http, BASE, "letta-server-password").get_provider(PROVIDER)
+    await letta.get_provider(PROVIDER)
+    await collect(await letta.open_stream(AGENT, "hi"))  # the one call made without the SDK
 
-    assert only_request(httpx_mock).headers["authorization"] == "Bearer letta-server-password"
+    assert [r.headers["authorization"] for r in httpx_mock.get_requests()] == ["Bearer letta-server-password"] * 2
 
 
 async def test_no_token_ignores_letta_api_key_from_the_environment(
@@ -541,6 +544,9 @@ async def test_open_stream_request(letta: LettaClient, httpx_mock: HTTPXMock) ->
         "include_pings": True,
     }
     assert "authorization" not in request.headers
+    # Letta 0.16.8 streams from /messages only for letta-client 1.x, which it knows by these headers.
+    assert request.headers["x-stainless-package-version"] == "1.12.1"
+    assert request.headers["user-agent"].startswith("AsyncLetta/Python 1.12.1")
 
 
 async def test_stream_parses_a_letta_turn_into_typed_events(letta: LettaClient, httpx_mock: HTTPXMock) -> None:
