@@ -42,21 +42,6 @@ def agent_name(user_id: str) -> str:
     return f"agent-{user_id}"
 
 
-def turn_path(agent_id: str) -> str:
-    """Where a turn is sent (``POST``)."""
-    return f"/v1/agents/{quote(agent_id, safe='')}/messages"
-
-
-def turn_body(content: str) -> dict[str, Any]:
-    """A token-streamed turn with keep-alive pings, as letta-client's ``agents.messages.create`` sends it."""
-    return {
-        "messages": [{"role": "user", "content": content}],
-        "streaming": True,
-        "stream_tokens": True,
-        "include_pings": True,
-    }
-
-
 def _translate(exc: Exception) -> UpstreamError:
     """An SDK or httpx error as ``UpstreamError``."""
     if isinstance(exc, letta_client.APIStatusError):
@@ -168,15 +153,8 @@ class LettaClient:
         letta-client's request building costs ~0.7 ms and its event models ~38 µs per event. The events are
         parsed with msgspec (``LettaStream``).
         """
-        request = self._http.build_request(
-            "POST",
-            f"{self.base_url}{turn_path(agent_id)}",
-            json=turn_body(content),
-            headers=self._sdk_headers,
-            timeout=STREAM_TIMEOUT,
-        )
         try:
-            response = await self._http.send(request, stream=True)
+            response = await self._http.send(self.turn_request(agent_id, content), stream=True)
             if response.is_error:
                 await response.aread()
                 await response.aclose()
@@ -184,6 +162,21 @@ class LettaClient:
         except httpx.HTTPError as exc:
             raise _translate(exc) from exc
         return LettaStream(response)
+
+    def turn_request(self, agent_id: str, content: str) -> httpx.Request:
+        """A token-streamed turn with keep-alive pings: letta-client's request for it, headers included."""
+        return self._http.build_request(
+            "POST",
+            f"{self.base_url}/v1/agents/{quote(agent_id, safe='')}/messages",
+            json={
+                "messages": [{"role": "user", "content": content}],
+                "streaming": True,
+                "stream_tokens": True,
+                "include_pings": True,
+            },
+            headers=self._sdk_headers,
+            timeout=STREAM_TIMEOUT,
+        )
 
     async def run_usage(self, run_id: str) -> dict[str, int]:
         """Letta's token counts for a run: what a turn cost even when its stream broke before the totals."""
