@@ -121,6 +121,42 @@ _BEGIN_TURN = f"""
 """  # noqa: S608 - composed from constants only
 
 
+# A finished turn, stored in one statement (data-modifying CTEs all run, once, in one transaction). $1 user
+# message, $2 its status, $3 error (both messages), $4 run id, $5 user, $6 turn, $7 keep the reply, $8 reply
+# text, $9 reply status, $10-$12 prompt/completion/total tokens, $13 cost, $14 model, $15 Letta message id.
+_STORE_TURN = """
+    with user_message as (
+        update public.messages set status = $2, error = $3, letta_run_id = $4 where id = $1
+    ),
+    reply as (
+        insert into public.messages (user_id, turn_id, role, content, status, error, prompt_tokens,
+            completion_tokens, tokens_used, cost, model, letta_run_id, letta_message_id)
+        select $5, $6, 'assistant', $8, $9, $3, $10, $11, $12, $13, $14, $4, $15
+        where $7
+        returning id
+    ),
+    usage as (
+        insert into public.usage_metrics (user_id, date, total_messages, prompt_tokens, completion_tokens,
+            total_tokens, total_cost)
+        values ($5, (now() at time zone 'utc')::date, case when $7 then 2 else 1 end, $10, $11, $12,
+            coalesce($13::numeric, 0))
+        on conflict (user_id, date) do update set
+            total_messages = usage_metrics.total_messages + excluded.total_messages,
+            prompt_tokens = usage_metrics.prompt_tokens + excluded.prompt_tokens,
+            completion_tokens = usage_metrics.completion_tokens + excluded.completion_tokens,
+            total_tokens = usage_metrics.total_tokens + excluded.total_tokens,
+            total_cost = usage_metrics.total_cost + excluded.total_cost
+    ),
+    activity as (
+        update public.user_profiles set last_active_at = now() where id = $5
+    ),
+    lease as (
+        delete from private.chat_turn_leases where user_id = $5 and turn_id = $6
+    )
+    select id from reply
+"""
+
+
 def _turn_in_progress() -> ProblemError:
     return ProblemError(409, "a reply is still being written; wait for it or cancel it", title="Turn In Progress")
 
@@ -391,11 +427,10 @@ class ChatService:
             self.billing.add_spend(str(profile.id), float(cost))
         message_id: uuid.UUID | None = None
         try:
-            message_id = await self._store(turn, cost)
+            message_id = await self._store(turn, cost)  # releases the lease too
         except (OSError, asyncpg.PostgresError):
             logger.exception("could not store turn", extra={"turn_id": str(turn.turn_id)})
             result.status, result.error_code = "failed", "storage_failed"
-        finally:
             with contextlib.suppress(OSError, asyncpg.PostgresError):
                 await self.release_lease(profile.id, turn.turn_id)
         if result.status == "failed":
@@ -428,58 +463,30 @@ class ChatService:
         )
 
     async def _store(self, turn: Turn, cost: Decimal | None) -> uuid.UUID | None:
+        """The turn's outcome in one statement (so one transaction and one round trip before ``done``): the
+        user message completed or failed, the reply stored, the day's usage added to, the profile's last
+        activity, and the lease released. Returns the reply's id, if one was stored."""
         result, profile = turn.result, turn.profile
         keep_reply = result.status in ("complete", "cancelled") or bool(result.text)
-        async with self.db.acquire() as conn, conn.transaction():
-            user_status = "failed" if result.status == "failed" else "complete"
-            await conn.execute(
-                "update public.messages set status = $2, error = $3, letta_run_id = $4 where id = $1",
-                turn.user_message_id,
-                user_status,
-                result.error_message if user_status == "failed" else None,
-                result.run_id,
-            )
-            message_id = None
-            if keep_reply:
-                message_id = await conn.fetchval(
-                    """
-                    insert into public.messages (user_id, turn_id, role, content, status, error, prompt_tokens,
-                        completion_tokens, tokens_used, cost, model, letta_run_id, letta_message_id)
-                    values ($1, $2, 'assistant', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) returning id
-                    """,
-                    profile.id,
-                    turn.turn_id,
-                    result.text,
-                    result.status,
-                    result.error_message if result.status == "failed" else None,
-                    result.prompt_tokens,
-                    result.completion_tokens,
-                    result.total_tokens,
-                    cost,
-                    profile.model or self.settings.llm_model,
-                    result.run_id,
-                    result.letta_message_id,
-                )
-            await conn.execute(
-                """
-                insert into public.usage_metrics (user_id, date, total_messages, prompt_tokens, completion_tokens,
-                    total_tokens, total_cost)
-                values ($1, (now() at time zone 'utc')::date, $2, $3, $4, $5, coalesce($6::numeric, 0))
-                on conflict (user_id, date) do update set
-                    total_messages = usage_metrics.total_messages + excluded.total_messages,
-                    prompt_tokens = usage_metrics.prompt_tokens + excluded.prompt_tokens,
-                    completion_tokens = usage_metrics.completion_tokens + excluded.completion_tokens,
-                    total_tokens = usage_metrics.total_tokens + excluded.total_tokens,
-                    total_cost = usage_metrics.total_cost + excluded.total_cost
-                """,
-                profile.id,
-                2 if keep_reply else 1,
-                result.prompt_tokens,
-                result.completion_tokens,
-                result.total_tokens,
-                cost,
-            )
-            await conn.execute("update public.user_profiles set last_active_at = now() where id = $1", profile.id)
+        failed = result.status == "failed"
+        message_id: uuid.UUID | None = await self.db.fetchval(
+            _STORE_TURN,
+            turn.user_message_id,
+            "failed" if failed else "complete",
+            result.error_message if failed else None,
+            result.run_id,
+            profile.id,
+            turn.turn_id,
+            keep_reply,
+            result.text,
+            result.status,
+            result.prompt_tokens,
+            result.completion_tokens,
+            result.total_tokens,
+            cost,
+            profile.model or self.settings.llm_model,
+            result.letta_message_id,
+        )
         return message_id
 
     async def _fail_before_stream(self, turn: Turn, exc: UpstreamError) -> None:
