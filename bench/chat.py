@@ -2,10 +2,12 @@
 
 (a) Added latency: ``--turns`` turns through the service's SSE endpoint (``POST /api/v1/chat/message``)
     interleaved with the same kind of turn sent straight to Letta's streaming endpoint through letta-client,
-    exactly as the service calls it (``stream_tokens``, pings), each path with its own user and agent,
-    never two turns on one agent at once. Time to first delta (service: first ``delta`` event; Letta: first
+    as the service calls it (``stream_tokens``, pings), each path with its own user and agent, never two
+    turns on one agent at once. Time to first delta (service: first ``delta`` event; Letta: first
     ``assistant_message``) and total turn time (service: the ``done`` event, i.e. after the turn is stored;
-    Letta: the end of the stream). The service's added latency is the difference.
+    Letta: the end of the stream). The service's added latency is the difference: end to end, and "around
+    Letta", i.e. less Letta's own part of each turn as a TCP tap in front of Letta saw it (bench/tap.py),
+    which takes Letta's turn-to-turn spread out of the comparison.
 (b) Service CPU per turn: the service process's utime+stime (/proc/<pid>/stat) around each service turn.
 (c) Concurrent open streams: ``--streams`` users are signed up and provisioned (bounded concurrency),
     then one ``[[slow]]`` turn per user is opened at the same moment. The service's VmRSS is sampled
@@ -13,7 +15,7 @@
     was streamed, exactly one assistant row equal to the concatenated deltas; whether Letta's own history
     holds the turn; and whether the cost the service recorded equals what LiteLLM charged.
 
-    .venv/bin/python -m bench.chat [--turns 30] [--streams 50] [--rounds 1] [--hold 0]
+    .venv/bin/python -m bench.chat [--turns 40] [--streams 50] [--rounds 1] [--hold 0]
         [--service-env KEY=VALUE ...] [--letta-env KEY=VALUE ...]
 """
 
@@ -28,6 +30,7 @@ import re
 import time
 import uuid
 from collections import Counter
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -36,6 +39,7 @@ import asyncpg
 import httpx
 
 from bench.common import (
+    BENCH_PORTS,
     CLOCK_TICKS,
     LATENCY_HEADERS,
     BenchUser,
@@ -56,8 +60,10 @@ from bench.common import (
     service_pid,
     sse_events,
 )
+from bench.tap import LettaTap, StreamMark
 from devstack.doubles.scripted_model import SLOW_WORDS
 from devstack.stack import Stack
+from service.clients.base import http_client
 from service.clients.letta import LettaClient
 
 LONG_WORDS = 30
@@ -66,14 +72,29 @@ LONG_WORDS = 30
 DEFAULT_STREAMS = 50
 SLOW_REPLY = " ".join(f"slow{i}" for i in range(1, SLOW_WORDS + 1))
 STREAM_TIMEOUT = httpx.Timeout(600.0, connect=30.0, pool=None)
+# Letta keeps working on a turn for ~100 ms after its [DONE] (it stores the run): each measured turn starts
+# after this pause, so neither path pays for the other's previous turn.
+SETTLE_SECONDS = 0.3
 
 
 @dataclass
 class TurnTiming:
+    started: float = math.nan  # perf_counter when the request was sent
     first_delta: float = math.nan
     total: float = math.nan
     text: str = ""
     cpu: float = 0.0
+    letta: StreamMark | None = None  # the same turn as the tap in front of Letta saw it
+
+    def letta_part(self, attr: str) -> float:
+        """Letta's own part of ``first_delta``/``total``, as the tap saw it."""
+        assert self.letta is not None
+        own = self.letta.letta_first if attr == "first_delta" else self.letta.letta_total
+        return math.nan if own is None else own
+
+    def around_letta(self, attr: str) -> float:
+        """Time this path added to ``first_delta``/``total`` beyond Letta's own part of it."""
+        return float(getattr(self, attr)) - self.letta_part(attr)
 
 
 def _ok(timing: TurnTiming, expected: str, path: str) -> TurnTiming:
@@ -87,7 +108,7 @@ async def service_turn(http: httpx.AsyncClient, stack: Stack, user: BenchUser, c
     timing = TurnTiming()
     parts: list[str] = []
     status = None
-    started = time.perf_counter()
+    started = timing.started = time.perf_counter()
     async with http.stream(
         "POST",
         f"{stack.config.service_url}/api/v1/chat/message",
@@ -113,33 +134,36 @@ async def service_turn(http: httpx.AsyncClient, stack: Stack, user: BenchUser, c
     return timing
 
 
-async def letta_turn(http: httpx.AsyncClient, stack: Stack, agent_id: str, content: str) -> TurnTiming:
-    """The same turn consumed straight from Letta with the same client call the service makes (letta-client,
-    token streaming, pings), so the difference between the two paths is the service and nothing else."""
+async def letta_turn(http: httpx.AsyncClient, letta: LettaClient, agent_id: str, content: str) -> TurnTiming:
+    """The same turn consumed straight from Letta, with the request the service sends
+    (``LettaClient.turn_request``) and the same client code as ``service_turn`` (httpx, SSE lines parsed alike),
+    so the two paths differ only by the service."""
     timing = TurnTiming()
     parts: list[str] = []
     stop_reason = None
-    started = time.perf_counter()
-    stream = await LettaClient(http, stack.config.letta_url, None).open_stream(agent_id, content)
+    started = timing.started = time.perf_counter()
+    response = await http.send(letta.turn_request(agent_id, content), stream=True)
     try:
-        async for event in stream:
-            kind = getattr(event, "message_type", None)
-            if kind == "assistant_message":
-                content_part = event.content
-                text = content_part if isinstance(content_part, str) else ""
-                if isinstance(content_part, list):
-                    text = "".join(getattr(p, "text", "") or "" for p in content_part)
-                if text:
-                    if not parts:
-                        timing.first_delta = time.perf_counter() - started
-                    parts.append(text)
+        if response.status_code != 200:
+            raise RuntimeError(f"Letta answered {response.status_code}: {(await response.aread())[:500]!r}")
+        async for name, data in sse_events(response):
+            if not math.isnan(timing.total):
+                continue  # after [DONE]: read to the end, so the connection is reused as the service's is
+            if data == "[DONE]":
+                timing.total = time.perf_counter() - started
+                continue
+            if name == "error":
+                raise RuntimeError(f"Letta turn failed: {data}")
+            event = decode(data)
+            kind = event.get("message_type")
+            if kind == "assistant_message" and event.get("content"):
+                if not parts:
+                    timing.first_delta = time.perf_counter() - started
+                parts.append(event["content"])
             elif kind == "stop_reason":
-                stop_reason = event.stop_reason
-            elif kind == "error_message":
-                raise RuntimeError(f"Letta turn failed: {event}")
+                stop_reason = event.get("stop_reason")
     finally:
-        await stream.close()
-    timing.total = time.perf_counter() - started
+        await response.aclose()
     if stop_reason != "end_turn":
         raise RuntimeError(f"Letta turn stopped: {stop_reason}")
     timing.text = "".join(parts)
@@ -147,31 +171,45 @@ async def letta_turn(http: httpx.AsyncClient, stack: Stack, agent_id: str, conte
 
 
 # -- (a) + (b) ----------------------------------------------------------------------------------------------
-async def added_latency(stack: Stack, pool: asyncpg.Pool[Any], turns: int) -> None:
+async def added_latency(stack: Stack, tap: LettaTap, pool: asyncpg.Pool[Any], turns: int) -> None:
     pid = service_pid(stack)
     via_service, direct = await provision_users(stack, pool, 2, concurrency=2, name="Latency")
     agent_id = await pool.fetchval("select letta_agent_id from public.user_profiles where id = $1", direct.id)
     expected = " ".join(f"word{i}" for i in range(1, LONG_WORDS + 1))
     service: list[TurnTiming] = []
     letta: list[TurnTiming] = []
-    async with httpx.AsyncClient(timeout=STREAM_TIMEOUT) as http:
+
+    async def measured(turn: Awaitable[TurnTiming], path: str) -> TurnTiming:
+        timing = _ok(await turn, expected, path)
+        timing.letta = tap.mark_after(timing.started)
+        return timing
+
+    async with http_client(limits=httpx.Limits(), timeout=STREAM_TIMEOUT) as http:
+        letta_direct = LettaClient(http, tap.url, None)
         for index in range(2):  # warm-up, not measured: first turns of an agent and new connections
             _ok(await service_turn(http, stack, via_service, f"[[long {LONG_WORDS}]] warm-up {index}"), expected, "s")
-            _ok(await letta_turn(http, stack, agent_id, f"[[long {LONG_WORDS}]] warm-up {index}"), expected, "d")
+            _ok(await letta_turn(http, letta_direct, agent_id, f"[[long {LONG_WORDS}]] warm-up {index}"), expected, "d")
         print(f"\n{turns} service turns interleaved with {turns} direct Letta turns ...", flush=True)
         for index in range(turns):
             content = f"[[long {LONG_WORDS}]] turn {index}"
+            await asyncio.sleep(SETTLE_SECONDS)
             before = cpu_seconds(pid)
-            timing = await service_turn(http, stack, via_service, content)
+            timing = await measured(service_turn(http, stack, via_service, content), "service")
             timing.cpu = cpu_seconds(pid) - before
-            service.append(_ok(timing, expected, "service"))
-            letta.append(_ok(await letta_turn(http, stack, agent_id, content), expected, "direct Letta"))
+            service.append(timing)
+            await asyncio.sleep(SETTLE_SECONDS)
+            letta.append(await measured(letta_turn(http, letta_direct, agent_id, content), "direct Letta"))
 
     def col(timings: list[TurnTiming], attr: str) -> list[float]:
         return [getattr(t, attr) for t in timings]
 
-    paired_first = [s.first_delta - d.first_delta for s, d in zip(service, letta, strict=True)]
-    paired_total = [s.total - d.total for s, d in zip(service, letta, strict=True)]
+    def around(timings: list[TurnTiming], attr: str) -> list[float]:
+        return [t.around_letta(attr) for t in timings]
+
+    def added(s: list[float], d: list[float]) -> list[str]:
+        """[median diff, p95 diff, median of paired diffs] of service minus direct."""
+        return [ms(median(s) - median(d)), ms(p95(s) - p95(d)), ms(median([a - b for a, b in zip(s, d, strict=True)]))]
+
     print_table(
         f"(a) Time to first delta and total turn time, {LONG_WORDS}-word replies ([[long {LONG_WORDS}]])",
         LATENCY_HEADERS,
@@ -183,21 +221,26 @@ async def added_latency(stack: Stack, pool: asyncpg.Pool[Any], turns: int) -> No
         ],
     )
     print_table(
-        "(a) Latency the service adds",
-        ["", "median", "p95", "median of paired diffs"],
+        "(a) The same, less Letta's own part of each turn (request -> first assistant token / end of stream at the "
+        "tap)",
+        LATENCY_HEADERS,
         [
-            [
-                "first delta",
-                ms(median(col(service, "first_delta")) - median(col(letta, "first_delta"))),
-                ms(p95(col(service, "first_delta")) - p95(col(letta, "first_delta"))),
-                ms(median(paired_first)),
-            ],
-            [
-                "total turn",
-                ms(median(col(service, "total")) - median(col(letta, "total"))),
-                ms(p95(col(service, "total")) - p95(col(letta, "total"))),
-                ms(median(paired_total)),
-            ],
+            latency_row("Letta's own part: first token, service turns", [t.letta_part("first_delta") for t in service]),
+            latency_row("Letta's own part: first token, direct turns", [t.letta_part("first_delta") for t in letta]),
+            latency_row("service SSE: first delta, around Letta", around(service, "first_delta")),
+            latency_row("Letta direct: first delta, around Letta", around(letta, "first_delta")),
+            latency_row("service SSE: total, around Letta", around(service, "total")),
+            latency_row("Letta direct: total, around Letta", around(letta, "total")),
+        ],
+    )
+    print_table(
+        "(a) Latency the service adds (service - direct)",
+        ["", "Δ median", "Δ p95", "median of paired Δ"],
+        [
+            ["first delta, end to end", *added(col(service, "first_delta"), col(letta, "first_delta"))],
+            ["first delta, around Letta", *added(around(service, "first_delta"), around(letta, "first_delta"))],
+            ["total turn, end to end", *added(col(service, "total"), col(letta, "total"))],
+            ["total turn, around Letta", *added(around(service, "total"), around(letta, "total"))],
         ],
     )
     cpu = col(service, "cpu")
@@ -564,10 +607,10 @@ async def stream_round(
 
 
 # -- the run ------------------------------------------------------------------------------------------------
-async def run(stack: Stack, turns: int, streams: int, hold: float, rounds: int = 1) -> None:
+async def run(stack: Stack, tap: LettaTap, turns: int, streams: int, hold: float, rounds: int = 1) -> None:
     pool = await asyncpg.create_pool(stack.database_url, min_size=1, max_size=4)
     try:
-        await added_latency(stack, pool, turns)
+        await added_latency(stack, tap, pool, turns)
         if streams > 0:
             await concurrent_streams(stack, pool, streams, hold, rounds)
     finally:
@@ -600,7 +643,7 @@ def service_log_problems(stack: Stack) -> Counter[str]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--turns", type=int, default=30, help="measured turns per path for (a) and (b)")
+    parser.add_argument("--turns", type=int, default=40, help="measured turns per path for (a) and (b)")
     parser.add_argument(
         "--streams",
         type=int,
@@ -626,14 +669,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None, stack: Stack | None = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     banner("chat benchmark")
-    if stack is not None:
-        asyncio.run(run(stack, args.turns, args.streams, args.hold, args.rounds))
-        return
-    with running_stack(parse_env(args.service_env), parse_env(args.letta_env)) as own:
-        asyncio.run(run(own, args.turns, args.streams, args.hold, args.rounds))
+    # The service and the direct path both reach Letta through the tap (see bench/tap.py).
+    tap = LettaTap("127.0.0.1", BENCH_PORTS["letta_port"]).start()
+    service_env = {"LETTA_BASE_URL": tap.url, **parse_env(args.service_env)}
+    try:
+        with running_stack(service_env, parse_env(args.letta_env)) as stack:
+            asyncio.run(run(stack, tap, args.turns, args.streams, args.hold, args.rounds))
+    finally:
+        tap.stop()
 
 
 if __name__ == "__main__":

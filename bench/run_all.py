@@ -1,6 +1,6 @@
 """Every benchmark, one after the other, each on its own fresh bench stack (``make bench``).
 
-.venv/bin/python -m bench.run_all [--users 30] [--turns 30] [--streams 50] [...]
+.venv/bin/python -m bench.run_all [--users 30] [--turns 40] [--streams 50] [...]
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--burst", type=int, default=10, help="provisioning: signups at the same moment")
     parser.add_argument("--posts", type=int, default=200, help="provisioning: webhook POSTs per mode")
     parser.add_argument("--concurrency", type=int, default=20, help="provisioning: webhook POSTs in flight")
-    parser.add_argument("--turns", type=int, default=30, help="chat: measured turns per path")
+    parser.add_argument("--turns", type=int, default=40, help="chat: measured turns per path")
     parser.add_argument("--streams", type=int, default=DEFAULT_STREAMS, help="chat: concurrent streams")
     parser.add_argument("--hold", type=float, default=0.0, help="chat: extra seconds the LLM waits in (c)")
     args = parser.parse_args(argv)
