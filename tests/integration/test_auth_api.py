@@ -16,11 +16,7 @@ from litestar.testing import AsyncTestClient
 from devstack.gotrue import sign_up
 from devstack.keys import SigningKey
 from service.app import create_app
-from service.settings import load_settings
-
-SUPABASE_URL = "http://127.0.0.1:54321"
-ISSUER = f"{SUPABASE_URL}/auth/v1"
-SERVICE_KEY = "test-service-role-key-0123456789abcdef"
+from tests.integration.support import ISSUER, SERVICE_KEY, assert_problem, service_settings
 
 pytestmark = pytest.mark.integration
 
@@ -32,36 +28,14 @@ def signing_key() -> SigningKey:
 
 @pytest.fixture
 def app(database_url: str, signing_key: SigningKey) -> Litestar:
-    settings = load_settings(
-        {
-            "DATABASE_URL": database_url,
-            "SUPABASE_URL": SUPABASE_URL,
-            "SUPABASE_JWKS": json.dumps(signing_key.jwks()),
-            "SUPABASE_SERVICE_KEY": SERVICE_KEY,
-            # Nothing listens here: /auth/me must not need Letta or LiteLLM.
-            "LETTA_BASE_URL": "http://127.0.0.1:9",
-            "LITELLM_BASE_URL": "http://127.0.0.1:9",
-            "LITELLM_MASTER_KEY": "sk-unused",
-            "LOG_LEVEL": "warning",
-        }
-    )
-    return create_app(settings)
+    # Letta and LiteLLM unreachable: /auth/me must not need them.
+    return create_app(service_settings(database_url, signing_key))
 
 
 @pytest.fixture
 async def client(app: Litestar) -> AsyncIterator[AsyncTestClient[Litestar]]:
     async with AsyncTestClient(app) as client:
         yield client
-
-
-def assert_problem(response, status: int) -> dict:  # type: ignore[no-untyped-def]
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    body = response.json()
-    assert body["status"] == status
-    assert body["title"] and body["detail"]
-    assert body["request_id"] == response.headers["x-request-id"]
-    return body
 
 
 async def test_me_returns_claims_and_the_profile_the_trigger_created(
@@ -168,30 +142,3 @@ async def test_a_user_not_yet_provisioned_gets_503_with_retry_after_and_provisio
     finally:
         await conn.close()
     assert error and "ConnectError" in error
-
-
-async def test_letta_unreachable_before_streaming_is_503_and_the_message_is_kept(
-    client: AsyncTestClient[Litestar], database_url: str, signing_key: SigningKey
-) -> None:
-    user_id = await sign_up(database_url, "active@example.com")
-    conn = await asyncpg.connect(database_url)
-    try:
-        await conn.execute(
-            "update public.user_profiles set agent_status = 'active', letta_agent_id = 'agent-x' where id = $1",
-            user_id,
-        )
-        headers = {
-            "Authorization": f"Bearer {signing_key.access_token(user_id, issuer=ISSUER)}",
-            "Accept": "text/event-stream",
-        }
-        response = await client.post("/api/v1/chat/message", headers=headers, json={"content": "are you there?"})
-        body = assert_problem(response, 503)
-        assert response.headers["retry-after"] == "5"
-        stored = await conn.fetchrow("select content, status, error from public.messages where user_id = $1", user_id)
-        assert stored["content"] == "are you there?" and stored["status"] == "failed" and stored["error"]
-        assert body["turn_id"]
-        # The lease was released: the next attempt is not a 409.
-        again = await client.post("/api/v1/chat/message", headers=headers, json={"content": "again"})
-        assert again.status_code == 503
-    finally:
-        await conn.close()

@@ -5,27 +5,14 @@ from __future__ import annotations
 import pytest
 
 from service.db import create_pool
-from service.settings import load_settings
+from tests.integration.support import service_settings
 
 pytestmark = pytest.mark.integration
 
 
-def settings_for(database_url: str):  # type: ignore[no-untyped-def]
-    return load_settings(
-        {
-            "DATABASE_URL": database_url,
-            "SUPABASE_URL": "http://127.0.0.1:54321",
-            "LETTA_BASE_URL": "http://127.0.0.1:9",
-            "LITELLM_BASE_URL": "http://127.0.0.1:9",
-            "LITELLM_MASTER_KEY": "sk-unused",
-            "DATABASE_POOL_MIN": "1",
-            "DATABASE_POOL_MAX": "1",  # one connection: every acquire gets the same one back
-        }
-    )
-
-
 async def test_release_skips_the_reset_query_but_rolls_back_an_open_transaction(database_url: str) -> None:
-    pool = await create_pool(settings_for(database_url))
+    # One connection: every acquire gets the same one back.
+    pool = await create_pool(service_settings(database_url, DATABASE_POOL_MIN="1", DATABASE_POOL_MAX="1"))
     try:
         async with pool.acquire() as conn:
             backend = await conn.fetchval("select pg_backend_pid()")

@@ -14,14 +14,13 @@ from collections.abc import Awaitable, Callable, Iterator
 import asyncpg
 import httpx
 import pytest
+from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
-from devstack.gotrue import sign_up
 from devstack.keys import SigningKey
 from service.app import create_app
 from service.clients import letta as letta_module
-from service.settings import load_settings
-from tests.integration.test_auth_api import ISSUER, SUPABASE_URL, assert_problem
+from tests.integration.support import assert_problem, ready_user, service_settings
 
 pytestmark = pytest.mark.integration
 
@@ -74,32 +73,8 @@ def signing_key() -> SigningKey:
     return SigningKey.generate()
 
 
-async def active_user(database_url: str, signing_key: SigningKey) -> tuple[object, dict[str, str]]:
-    user_id = await sign_up(database_url, "letta-fails@example.com")
-    conn = await asyncpg.connect(database_url)
-    try:
-        await conn.execute(
-            "update public.user_profiles set agent_status = 'active', letta_agent_id = 'agent-x' where id = $1", user_id
-        )
-    finally:
-        await conn.close()
-    return user_id, {"Authorization": f"Bearer {signing_key.access_token(user_id, issuer=ISSUER)}"}
-
-
-def app_for(database_url: str, signing_key: SigningKey, letta_url: str):  # type: ignore[no-untyped-def]
-    return create_app(
-        load_settings(
-            {
-                "DATABASE_URL": database_url,
-                "SUPABASE_URL": SUPABASE_URL,
-                "SUPABASE_JWKS": json.dumps(signing_key.jwks()),
-                "LETTA_BASE_URL": letta_url,
-                "LITELLM_BASE_URL": "http://127.0.0.1:9",
-                "LITELLM_MASTER_KEY": "sk-unused",
-                "LOG_LEVEL": "error",
-            }
-        )
-    )
+def app_for(database_url: str, signing_key: SigningKey, letta_url: str) -> Litestar:
+    return create_app(service_settings(database_url, signing_key, LETTA_BASE_URL=letta_url, LOG_LEVEL="error"))
 
 
 async def stored(database_url: str, user_id: object) -> list[tuple[str, str, str]]:
@@ -122,7 +97,7 @@ async def test_letta_that_took_the_message_but_never_answered_is_504_and_the_mes
     monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
 ) -> None:
     monkeypatch.setattr(letta_module, "STREAM_TIMEOUT", httpx.Timeout(5.0, read=0.5))
-    user_id, headers = await active_user(database_url, signing_key)
+    user_id, headers = await ready_user(database_url, signing_key)
     async with AsyncTestClient(app_for(database_url, signing_key, letta_socket(never_answers))) as client:
         response = await client.post("/api/v1/chat/message", headers=headers, json={"content": "anyone there?"})
     body = assert_problem(response, 504)
@@ -135,7 +110,7 @@ async def test_letta_dropping_the_connection_mid_reply_is_an_error_event_and_the
     signing_key: SigningKey,
     letta_socket,  # type: ignore[no-untyped-def]
 ) -> None:
-    user_id, headers = await active_user(database_url, signing_key)
+    user_id, headers = await ready_user(database_url, signing_key)
     async with AsyncTestClient(app_for(database_url, signing_key, letta_socket(drops_mid_reply))) as client:
         response = await client.post(
             "/api/v1/chat/message", headers={**headers, "Accept": "text/event-stream"}, json={"content": "tell me"}

@@ -19,7 +19,7 @@ from devstack.gotrue import sign_up
 from service.clients.letta import LettaClient
 from service.clients.litellm import LiteLLMClient
 from service.provisioning.service import Provisioner
-from service.settings import load_settings
+from tests.integration.support import service_settings
 
 pytestmark = pytest.mark.integration
 
@@ -36,15 +36,12 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
 
 @pytest.fixture
 async def provisioner(pool: asyncpg.Pool, database_url: str) -> AsyncIterator[Provisioner]:
-    settings = load_settings(
-        {
-            "DATABASE_URL": database_url,
-            "SUPABASE_URL": "http://127.0.0.1:54321",
-            "LETTA_BASE_URL": LETTA,
-            "LITELLM_BASE_URL": LITELLM,
-            "LITELLM_MASTER_KEY": "sk-master",
-            "PROVISIONING_MAX_ATTEMPTS": "2",
-        }
+    settings = service_settings(
+        database_url,
+        LETTA_BASE_URL=LETTA,
+        LITELLM_BASE_URL=LITELLM,
+        LITELLM_MASTER_KEY="sk-master",
+        PROVISIONING_MAX_ATTEMPTS="2",
     )
     async with httpx.AsyncClient() as http:
         yield Provisioner(pool, LiteLLMClient(http, LITELLM, "sk-master"), LettaClient(http, LETTA, None), settings)

@@ -15,7 +15,7 @@ from devstack.gotrue import sign_up
 from service.billing import Prices
 from service.chat.turns import ChatService, Turn
 from service.profiles import get_profile
-from service.settings import load_settings
+from tests.integration.support import service_settings
 
 pytestmark = pytest.mark.integration
 
@@ -61,16 +61,7 @@ async def a_turn(chat: ChatService, pool: asyncpg.Pool, database_url: str) -> Tu
 
 
 def chat_service(pool: asyncpg.Pool, database_url: str, letta: FakeLetta) -> ChatService:
-    settings: Any = load_settings(
-        {
-            "DATABASE_URL": database_url,
-            "SUPABASE_URL": "http://a.b",
-            "LETTA_BASE_URL": "http://a.b",
-            "LITELLM_BASE_URL": "http://a.b",
-            "LITELLM_MASTER_KEY": "k",
-        }
-    )
-    return ChatService(pool, letta, FakeBilling(), settings, None, None)  # type: ignore[arg-type]
+    return ChatService(pool, letta, FakeBilling(), service_settings(database_url), None, None)  # type: ignore[arg-type]
 
 
 def events_of(turn: Turn) -> list[Any]:
