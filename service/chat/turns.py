@@ -11,8 +11,8 @@ Order of work, so nothing is lost:
    (``pending``), each part only if the one before allowed it;
 3. Letta's stream is opened; failing here is a 503 for the caller and a ``failed`` user message;
 4. events are relayed; the lease is renewed and polled for a cancel request while they flow;
-5. one transaction stores the reply (tokens, cost, run id), completes the user message and adds to
-   the day's ``usage_metrics``.
+5. one statement stores the reply (tokens, cost, run id), completes the user message, adds to the day's
+   ``usage_metrics`` and releases the lease.
 """
 
 from __future__ import annotations
@@ -103,6 +103,8 @@ _TAKE_LEASE = """
       where private.chat_turn_leases.expires_at < now()
     returning turn_id
 """
+
+_TAKE_LEASE_NOW = _TAKE_LEASE.format(condition="")
 
 # A turn starts in one round trip: the rate-limit hit; the profile; the lease if the hit was allowed and the
 # agent is ready; the user's message if the lease was taken. $5 content, $6 bucket, $7 limit, $8 window.
@@ -237,9 +239,7 @@ class ChatService:
     async def acquire_lease(self, user_id: uuid.UUID, holder: str | None = None) -> uuid.UUID:
         """Take the user's one-at-a-time lease (409 if a live one exists); returns its id."""
         lease_id = uuid.uuid4()
-        acquired = await self.db.fetchval(
-            _TAKE_LEASE.format(condition=""), user_id, lease_id, holder or self.holder, LEASE_SECONDS
-        )
+        acquired = await self.db.fetchval(_TAKE_LEASE_NOW, user_id, lease_id, holder or self.holder, LEASE_SECONDS)
         if acquired is None:
             raise _turn_in_progress()
         return lease_id

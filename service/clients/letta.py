@@ -269,6 +269,7 @@ class LettaStream:
         self._response = response
         self._lines = response.aiter_lines()
         self._finished = False  # [DONE] was read
+        self._closed = False
 
     async def __aiter__(self) -> AsyncIterator[LettaEvent]:
         kind = ""
@@ -304,6 +305,9 @@ class LettaStream:
         """Release the response. After [DONE], Letta still finishes its run before it ends the body (~100 ms):
         that rest is read in the background, so the turn is not held up and the connection, read to its end,
         goes back to the pool (closed mid-body, it would be dropped and the next turn would open a new one)."""
+        if self._closed:  # a cancel and the turn's own clean-up may both close it
+            return
+        self._closed = True
         if not self._finished:
             await self._response.aclose()
             return
