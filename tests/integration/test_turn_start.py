@@ -5,10 +5,12 @@ gets past every check ends in the 503 that keeps the user's message as ``failed`
 from __future__ import annotations
 
 import asyncio
+import functools
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
+import httpx
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
@@ -33,32 +35,38 @@ async def client(database_url: str, signing_key: SigningKey) -> AsyncIterator[As
 
 
 @pytest.fixture
-async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:  # type: ignore[type-arg]
+async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     conn = await asyncpg.connect(database_url)
     yield conn
     await conn.close()
 
 
-async def stored(db: asyncpg.Connection, user_id: uuid.UUID) -> list[tuple[str, str]]:  # type: ignore[type-arg]
+NewUser = Callable[..., Awaitable[tuple[uuid.UUID, dict[str, str]]]]
+
+
+@pytest.fixture
+def new_user(database_url: str, signing_key: SigningKey) -> NewUser:
+    """``await new_user()``: a signed-up user whose agent is active (``ready=False``: not yet) and their headers."""
+    return functools.partial(ready_user, database_url, signing_key)
+
+
+async def stored(db: asyncpg.Connection, user_id: uuid.UUID) -> list[tuple[str, str]]:
     rows = await db.fetch("select content, status from public.messages where user_id = $1 order by created_at", user_id)
     return [(r["content"], r["status"]) for r in rows]
 
 
-async def lease_of(db: asyncpg.Connection, user_id: uuid.UUID) -> uuid.UUID | None:  # type: ignore[type-arg]
+async def lease_of(db: asyncpg.Connection, user_id: uuid.UUID) -> uuid.UUID | None:
     return await db.fetchval("select turn_id from private.chat_turn_leases where user_id = $1", user_id)
 
 
-async def send(client: AsyncTestClient[Litestar], headers: dict[str, str], content: str = "hello"):  # type: ignore[no-untyped-def]
+async def send(client: AsyncTestClient[Litestar], headers: dict[str, str], content: str = "hello") -> httpx.Response:
     return await client.post("/api/v1/chat/message", headers=headers, json={"content": content})
 
 
 async def test_past_every_check_the_message_is_stored_then_unreachable_letta_is_503_and_the_lease_freed(
-    client: AsyncTestClient[Litestar],
-    db: asyncpg.Connection,
-    database_url: str,
-    signing_key: SigningKey,  # type: ignore[type-arg]
+    client: AsyncTestClient[Litestar], db: asyncpg.Connection, new_user: NewUser
 ) -> None:
-    user_id, headers = await ready_user(database_url, signing_key)
+    user_id, headers = await new_user()
     response = await send(client, {**headers, "Accept": "text/event-stream"}, "are you there?")
     body = assert_problem(response, 503)
     assert response.headers["retry-after"] == "5" and body["turn_id"]
@@ -69,12 +77,9 @@ async def test_past_every_check_the_message_is_stored_then_unreachable_letta_is_
 
 
 async def test_a_refused_hit_stores_nothing_and_takes_no_lease(
-    client: AsyncTestClient[Litestar],
-    db: asyncpg.Connection,
-    database_url: str,
-    signing_key: SigningKey,  # type: ignore[type-arg]
+    client: AsyncTestClient[Litestar], db: asyncpg.Connection, new_user: NewUser
 ) -> None:
-    user_id, headers = await ready_user(database_url, signing_key)
+    user_id, headers = await new_user()
     assert [(await send(client, headers, c)).status_code for c in ("one", "two")] == [503, 503]
     response = await send(client, headers, "three")
     body = assert_problem(response, 429)
@@ -84,12 +89,9 @@ async def test_a_refused_hit_stores_nothing_and_takes_no_lease(
 
 
 async def test_a_user_whose_agent_is_not_ready_gets_503_stores_nothing_and_provisioning_starts(
-    client: AsyncTestClient[Litestar],
-    db: asyncpg.Connection,
-    database_url: str,
-    signing_key: SigningKey,  # type: ignore[type-arg]
+    client: AsyncTestClient[Litestar], db: asyncpg.Connection, new_user: NewUser
 ) -> None:
-    user_id, headers = await ready_user(database_url, signing_key, ready=False)
+    user_id, headers = await new_user(ready=False)
     response = await send(client, headers)
     body = assert_problem(response, 503)
     assert body["agent_status"] == "pending" and response.headers["retry-after"] == "5"
@@ -105,12 +107,9 @@ async def test_a_user_whose_agent_is_not_ready_gets_503_stores_nothing_and_provi
 
 
 async def test_a_live_lease_is_409_and_stores_nothing(
-    client: AsyncTestClient[Litestar],
-    db: asyncpg.Connection,
-    database_url: str,
-    signing_key: SigningKey,  # type: ignore[type-arg]
+    client: AsyncTestClient[Litestar], db: asyncpg.Connection, new_user: NewUser
 ) -> None:
-    user_id, headers = await ready_user(database_url, signing_key)
+    user_id, headers = await new_user()
     running = uuid.uuid4()
     await db.execute(
         "insert into private.chat_turn_leases (user_id, turn_id, holder, expires_at) "
@@ -124,12 +123,9 @@ async def test_a_live_lease_is_409_and_stores_nothing(
 
 
 async def test_a_deleted_user_with_a_valid_token_gets_503_and_nothing_is_written(
-    client: AsyncTestClient[Litestar],
-    db: asyncpg.Connection,
-    database_url: str,
-    signing_key: SigningKey,  # type: ignore[type-arg]
+    client: AsyncTestClient[Litestar], db: asyncpg.Connection, new_user: NewUser
 ) -> None:
-    user_id, headers = await ready_user(database_url, signing_key)
+    user_id, headers = await new_user()
     await db.execute("delete from auth.users where id = $1", user_id)
     assert_problem(await send(client, headers), 503)
     assert await stored(db, user_id) == []
