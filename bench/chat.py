@@ -96,6 +96,13 @@ class TurnTiming:
         """Time this path added to ``first_delta``/``total`` beyond Letta's own part of it."""
         return float(getattr(self, attr)) - self.letta_part(attr)
 
+    @property
+    def to_letta(self) -> float:
+        """From sending the request to the whole turn request having reached Letta (the first half of
+        ``around_letta("first_delta")``; the rest is the way back of the first token)."""
+        assert self.letta is not None
+        return self.letta.requested - self.started
+
 
 def _ok(timing: TurnTiming, expected: str, path: str) -> TurnTiming:
     if timing.text != expected:
@@ -229,6 +236,8 @@ async def added_latency(stack: Stack, tap: LettaTap, pool: asyncpg.Pool[Any], tu
             latency_row("Letta's own part: first token, direct turns", [t.letta_part("first_delta") for t in letta]),
             latency_row("service SSE: first delta, around Letta", around(service, "first_delta")),
             latency_row("Letta direct: first delta, around Letta", around(letta, "first_delta")),
+            latency_row("  of which service SSE: request -> Letta", col(service, "to_letta")),
+            latency_row("  of which Letta direct: request -> Letta", col(letta, "to_letta")),
             latency_row("service SSE: total, around Letta", around(service, "total")),
             latency_row("Letta direct: total, around Letta", around(letta, "total")),
         ],
@@ -239,6 +248,7 @@ async def added_latency(stack: Stack, tap: LettaTap, pool: asyncpg.Pool[Any], tu
         [
             ["first delta, end to end", *added(col(service, "first_delta"), col(letta, "first_delta"))],
             ["first delta, around Letta", *added(around(service, "first_delta"), around(letta, "first_delta"))],
+            ["  of which on the way to Letta", *added(col(service, "to_letta"), col(letta, "to_letta"))],
             ["total turn, end to end", *added(col(service, "total"), col(letta, "total"))],
             ["total turn, around Letta", *added(around(service, "total"), around(letta, "total"))],
         ],
