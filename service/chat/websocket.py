@@ -41,7 +41,9 @@ _PROBLEM_CODES = {
     409: "turn_in_progress",
     413: "message_too_large",
     422: "invalid_message",
+    429: "rate_limited",
     503: "agent_unavailable",
+    504: "agent_timeout",
 }
 
 
@@ -142,11 +144,7 @@ class ChatSocket:
             self.turn = await self.chat.start(self.principal.user_id, content)
         except ProblemError as exc:
             code = _PROBLEM_CODES.get(exc.status_code, "error")
-            extra = {
-                k: v
-                for k, v in exc.members.items()
-                if k in ("spend", "max_budget", "retry_after", "turn_id", "limit", "window_seconds")
-            }
+            extra = {k: v for k, v in exc.members.items() if k in _FORWARDED_MEMBERS}
             await self.error(code, exc.detail, exc.status_code, **extra)
             return
         self.forwarder = asyncio.create_task(self.forward(self.turn))

@@ -122,7 +122,7 @@ async def test_fails_open_when_the_database_is_unavailable(database_url: str, us
     assert all(d.allowed and not d.enforced for d in decisions)
 
 
-async def test_websocket_helper_returns_the_decision(pool: asyncpg.Pool[Any], user_id: uuid.UUID) -> None:
+async def test_check_rate_limit_returns_the_decision(pool: asyncpg.Pool[Any], user_id: uuid.UUID) -> None:
     state = State({"rate_limiter": PostgresRateLimiter(pool, {"chat": (1, HOUR)})})
     user = Principal(role="authenticated", claims={}, user_id=user_id)
     assert (await check_rate_limit(state, user, "chat")).allowed

@@ -8,6 +8,7 @@ import asyncio
 import functools
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import asyncpg
 import httpx
@@ -133,3 +134,28 @@ async def test_a_deleted_user_with_a_valid_token_gets_503_and_nothing_is_written
 
 async def test_the_service_role_has_no_turns(client: AsyncTestClient[Litestar]) -> None:
     assert_problem(await send(client, {"Authorization": f"Bearer {SERVICE_KEY}"}), 403)
+
+
+async def test_the_same_refusals_over_websocket_are_error_frames_with_their_codes(
+    client: AsyncTestClient[Litestar], db: asyncpg.Connection, new_user: NewUser
+) -> None:
+    user_id, headers = await new_user()
+    with await client.websocket_connect("/api/v1/chat/stream") as socket:
+
+        def receive() -> dict[str, Any]:
+            frame: dict[str, Any] = socket.receive_json(mode="binary", timeout=10)
+            return frame
+
+        socket.send_json({"type": "auth", "token": headers["Authorization"].removeprefix("Bearer ")})
+        assert receive() == {"type": "ready", "user_id": str(user_id)}
+        frames = []
+        for content in ("one", "two", "three"):
+            socket.send_json({"type": "message", "content": content})
+            frames.append(receive())
+        unavailable, _, limited = frames
+        assert unavailable["code"] == "agent_unavailable" and unavailable["status"] == 503 and unavailable["turn_id"]
+        assert limited["type"] == "error" and limited["code"] == "rate_limited" and limited["status"] == 429
+        assert limited["limit"] == 2 and limited["window_seconds"] == 60 and limited["retry_after"] >= 1
+        socket.send_json({"type": "ping"})  # the socket stays open after a refusal
+        assert receive() == {"type": "pong"}
+    assert await stored(db, user_id) == [("one", "failed"), ("two", "failed")]
