@@ -209,14 +209,16 @@ class ChatService:
         try:
             stream = await self.letta.open_stream(profile.letta_agent_id or "", content)
         except UpstreamError as exc:
+            if exc.timed_out:
+                # Letta took the message but did not start answering: stop its run before the lease is
+                # released, so that a resend does not run beside it.
+                await self._stop_letta_run(turn)
             await self._fail_before_stream(turn, exc)
             if exc.timed_out:
-                # Letta got the message but did not start answering in time: it may still answer, so a
-                # blind retry could send the message twice.
                 raise ProblemError(
                     504,
-                    "the assistant did not start answering in time; it may still reply — check your "
-                    "history before sending the message again",
+                    "the assistant did not start answering in time; the attempt was stopped and your message "
+                    "saved as failed, please retry",
                     title="Agent Timeout",
                     turn_id=str(turn_id),
                 ) from exc
@@ -293,12 +295,15 @@ class ChatService:
     async def _run(self, turn: Turn, stream: Any) -> None:
         keeper = asyncio.create_task(self._keep_lease(turn))
         result = turn.result
+        connection_lost = False
         try:
             await self._relay(turn, stream)
         except Exception as exc:  # never leave a turn without an outcome
             if turn.cancel_requested.is_set():  # we closed the stream ourselves
                 result.status = "cancelled"
             elif isinstance(exc, UpstreamError):
+                # No HTTP status: the connection broke (an in-stream error event carries the stream's 200).
+                connection_lost = exc.status is None
                 code = _error_code(str(exc))
                 result.status = "failed"
                 # The SDK raises Letta's in-stream error events too (HTTP 200): those are the agent's, not
@@ -317,6 +322,8 @@ class ChatService:
                 await keeper
             with contextlib.suppress(Exception):
                 await stream.close()
+        if connection_lost:
+            await self._stop_letta_run(turn)  # Letta may still be working on it; the lease is still ours
         await self._finish(turn)
 
     async def _relay(self, turn: Turn, stream: Any) -> None:
@@ -395,14 +402,18 @@ class ChatService:
         if turn.cancel_requested.is_set() or turn.result.status != "pending":
             return
         turn.cancel_requested.set()
-        if turn.result.run_id:
-            try:
-                await self.letta.cancel_run(turn.profile.letta_agent_id or "", turn.result.run_id)
-            except UpstreamError as exc:
-                logger.warning("Letta cancel failed", extra={"error": str(exc)})
+        await self._stop_letta_run(turn)
         # Stop reading: what was streamed so far is kept as the cancelled reply.
         with contextlib.suppress(Exception):
             await turn.stream.close()
+
+    async def _stop_letta_run(self, turn: Turn) -> None:
+        """Cancel the turn's Letta run (every active run of the agent if its id was not seen yet). Best effort:
+        a Letta agent is not safe for concurrent messages, and the next turn may start once the lease is gone."""
+        try:
+            await self.letta.cancel_run(turn.profile.letta_agent_id or "", turn.result.run_id)
+        except UpstreamError as exc:
+            logger.warning("could not cancel the Letta run", extra={"turn_id": str(turn.turn_id), "error": str(exc)})
 
     # -- storing it ---------------------------------------------------------------------------------------
     async def _finish(self, turn: Turn) -> None:
@@ -490,17 +501,11 @@ class ChatService:
         return message_id
 
     async def _fail_before_stream(self, turn: Turn, exc: UpstreamError) -> None:
-        async with self.db.acquire() as conn, conn.transaction():
-            await conn.execute(
-                "update public.messages set status = 'failed', error = $2 where id = $1",
-                turn.user_message_id,
-                str(exc)[:1000],
-            )
-            await conn.execute(
-                "delete from private.chat_turn_leases where user_id = $1 and turn_id = $2",
-                turn.profile.id,
-                turn.turn_id,
-            )
+        """Letta never streamed: the user's message is kept as ``failed``, counted in the day's usage, and the
+        lease released, by the same statement as any finished turn."""
+        turn.result.status = "failed"
+        turn.result.error_message = str(exc)[:1000]
+        await self._store(turn, None)
 
 
 def _text_of(content: Any) -> str:

@@ -9,14 +9,16 @@ Browsers cannot set headers on a WebSocket, so the client authenticates in its f
     client -> {"type": "ping"}                        server -> {"type": "pong"}
     client -> {"type": "auth", "token": "..."}        a refreshed token for the same user, any time
 
-Problems are ``{"type": "error", "code": ..., "message": ..., "status": ...}`` and leave the socket
-open; a turn keeps running and is stored if the socket drops.
+A refused message is ``{"type": "error", "code": ..., "message": ..., "status": ...}`` (the HTTP status the
+same problem has over SSE/JSON) and leaves the socket open; a failure inside a turn is the turn's ``error``
+event (no status), followed by its ``done``. A turn keeps running and is stored if the socket drops.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from typing import Any, Literal
 
@@ -30,6 +32,8 @@ from service.auth.tokens import Principal
 from service.chat.controller import validate_content
 from service.chat.turns import ChatService, Turn
 from service.errors import ProblemError
+
+logger = logging.getLogger("service.chat")
 
 AUTH_TIMEOUT_SECONDS = 10.0
 MAX_FRAME_BYTES = 256 * 1024
@@ -146,6 +150,11 @@ class ChatSocket:
             code = _PROBLEM_CODES.get(exc.status_code, "error")
             extra = {k: v for k, v in exc.members.items() if k in _FORWARDED_MEMBERS}
             await self.error(code, exc.detail, exc.status_code, **extra)
+            return
+        except Exception:
+            # Over HTTP this is a 500 problem; here the socket stays open for the next message.
+            logger.exception("could not start a turn over WebSocket")
+            await self.error("internal", "the message could not be handled; please retry", 500)
             return
         self.forwarder = asyncio.create_task(self.forward(self.turn))
 

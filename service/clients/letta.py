@@ -28,6 +28,8 @@ T = TypeVar("T")
 # A busy Letta may take long to start a turn (it queues for the LLM and its database); once streaming, it
 # sends keep-alive pings, so a long read timeout never holds a dead connection for long.
 STREAM_TIMEOUT = httpx.Timeout(connect=5.0, read=120.0, write=30.0, pool=30.0)
+# A cancel is sent when a turn already went wrong: it must not hold the caller up for long.
+CANCEL_TIMEOUT_SECONDS = 5.0
 
 
 def user_tag(user_id: str) -> str:
@@ -187,8 +189,13 @@ class LettaClient:
             "total_tokens": usage.total_tokens or 0,
         }
 
-    async def cancel_run(self, agent_id: str, run_id: str) -> None:
-        await self.call(lambda: self.sdk.agents.messages.cancel(agent_id, run_ids=[run_id]))
+    async def cancel_run(self, agent_id: str, run_id: str | None) -> None:
+        """Cancel one run of the agent, or with ``run_id`` None every run of it that is still active (Letta
+        looks them up itself): for a turn whose stream was lost before its run id was seen."""
+        run_ids = [run_id] if run_id else letta_client.omit
+        await self.call(
+            lambda: self.sdk.agents.messages.cancel(agent_id, run_ids=run_ids, timeout=CANCEL_TIMEOUT_SECONDS)
+        )
 
     # -- memory -----------------------------------------------------------------------------------------
     async def memory_blocks(self, agent_id: str) -> list[dict[str, Any]]:

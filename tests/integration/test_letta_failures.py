@@ -2,7 +2,8 @@
 the real Postgres: a socket stands where Letta would be and misbehaves on purpose.
 
 Unreachable Letta (503, message kept) is in test_auth_api; here: Letta took the message but never
-answered (504), and Letta dropped the connection mid-reply (error event, partial reply kept)."""
+answered (504), and Letta dropped the connection mid-reply (error event, partial reply kept); in both, the
+Letta run is cancelled so that a resend cannot run beside it."""
 
 from __future__ import annotations
 
@@ -24,25 +25,24 @@ from tests.integration.support import assert_problem, ready_user, service_settin
 
 pytestmark = pytest.mark.integration
 
-TOKEN_EVENT = {"message_type": "assistant_message", "id": "message-1", "content": "Partial"}
+TOKEN_EVENT = {"message_type": "assistant_message", "id": "message-1", "run_id": "run-1", "content": "Partial"}
 Behaviour = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
-async def read_request(reader: asyncio.StreamReader) -> None:
+async def read_request(reader: asyncio.StreamReader) -> tuple[str, bytes]:
+    """The request line and the body."""
     head = await reader.readuntil(b"\r\n\r\n")
     length = next(
-        int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
+        (int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")), 0
     )
-    await reader.readexactly(length)
+    return head.split(b"\r\n")[0].decode(), await reader.readexactly(length)
 
 
 async def never_answers(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    await read_request(reader)
     await reader.read()  # until the service gives up and closes
 
 
 async def drops_mid_reply(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    await read_request(reader)
     event = f"data: {json.dumps(TOKEN_EVENT)}\n\n".encode()
     writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
     writer.write(b"%x\r\n%s\r\n" % (len(event), event))
@@ -51,16 +51,36 @@ async def drops_mid_reply(reader: asyncio.StreamReader, writer: asyncio.StreamWr
     writer.transport.abort()  # no last chunk: the connection is simply gone
 
 
+class FakeLetta:
+    """A socket where Letta would be: a turn request gets ``behaviour``; a cancel is answered and recorded."""
+
+    def __init__(self, behaviour: Behaviour) -> None:
+        self.behaviour = behaviour
+        self.cancels: list[tuple[str, object]] = []  # (request line, JSON body)
+
+    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        line, body = await read_request(reader)
+        if "/messages/cancel" not in line:
+            await self.behaviour(reader, writer)
+            return
+        self.cancels.append((line, json.loads(body or b"null")))
+        answer = b'{"run-1": "cancelled"}'
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n")
+        writer.write(b"content-length: %d\r\n\r\n%s" % (len(answer), answer))
+        await writer.drain()
+        writer.close()
+
+
 @pytest.fixture
-def letta_socket() -> Iterator[Callable[[Behaviour], str]]:
+def letta_socket() -> Iterator[Callable[[FakeLetta], str]]:
     """Starts a misbehaving socket in its own thread: the app under AsyncTestClient runs in another event loop
     and the test's own loop is blocked while it waits for a response."""
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
 
-    def start(behaviour: Behaviour) -> str:
-        server = asyncio.run_coroutine_threadsafe(asyncio.start_server(behaviour, "127.0.0.1", 0), loop).result()
+    def start(letta: FakeLetta) -> str:
+        server = asyncio.run_coroutine_threadsafe(asyncio.start_server(letta, "127.0.0.1", 0), loop).result()
         return f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
 
     yield start
@@ -78,6 +98,7 @@ def app_for(database_url: str, signing_key: SigningKey, letta_url: str) -> Lites
 
 
 async def stored(database_url: str, user_id: object) -> list[tuple[str, str, str]]:
+    """The user's messages; also checks that the lease is gone and the day's usage counts every message."""
     conn = await asyncpg.connect(database_url)
     try:
         rows = await conn.fetch(
@@ -85,6 +106,8 @@ async def stored(database_url: str, user_id: object) -> list[tuple[str, str, str
             user_id,
         )
         assert not await conn.fetchval("select count(*) from private.chat_turn_leases where user_id = $1", user_id)
+        counted = await conn.fetchval("select total_messages from public.usage_metrics where user_id = $1", user_id)
+        assert counted == len(rows)
     finally:
         await conn.close()
     return [(r["role"], r["content"], r["status"]) for r in rows]
@@ -98,11 +121,14 @@ async def test_letta_that_took_the_message_but_never_answered_is_504_and_the_mes
 ) -> None:
     monkeypatch.setattr(letta_module, "STREAM_TIMEOUT", httpx.Timeout(5.0, read=0.5))
     user_id, headers = await ready_user(database_url, signing_key)
-    async with AsyncTestClient(app_for(database_url, signing_key, letta_socket(never_answers))) as client:
+    letta = FakeLetta(never_answers)
+    async with AsyncTestClient(app_for(database_url, signing_key, letta_socket(letta))) as client:
         response = await client.post("/api/v1/chat/message", headers=headers, json={"content": "anyone there?"})
     body = assert_problem(response, 504)
-    assert "check your history" in body["detail"] and body["turn_id"]
+    assert "please retry" in body["detail"] and body["turn_id"]
     assert await stored(database_url, user_id) == [("user", "anyone there?", "failed")]
+    # The run id was never seen: Letta is asked to cancel every active run of the agent, before the lease went.
+    assert letta.cancels == [("POST /v1/agents/agent-x/messages/cancel HTTP/1.1", {})]
 
 
 async def test_letta_dropping_the_connection_mid_reply_is_an_error_event_and_the_partial_reply_is_kept(
@@ -111,7 +137,8 @@ async def test_letta_dropping_the_connection_mid_reply_is_an_error_event_and_the
     letta_socket,  # type: ignore[no-untyped-def]
 ) -> None:
     user_id, headers = await ready_user(database_url, signing_key)
-    async with AsyncTestClient(app_for(database_url, signing_key, letta_socket(drops_mid_reply))) as client:
+    letta = FakeLetta(drops_mid_reply)
+    async with AsyncTestClient(app_for(database_url, signing_key, letta_socket(letta))) as client:
         response = await client.post(
             "/api/v1/chat/message", headers={**headers, "Accept": "text/event-stream"}, json={"content": "tell me"}
         )
@@ -126,3 +153,5 @@ async def test_letta_dropping_the_connection_mid_reply_is_an_error_event_and_the
     assert events[2][1]["code"] == "agent_unavailable"
     assert events[3][1]["status"] == "failed"
     assert await stored(database_url, user_id) == [("user", "tell me", "failed"), ("assistant", "Partial", "failed")]
+    # Letta may still be writing that reply: its run is cancelled before another turn can start.
+    assert letta.cancels == [("POST /v1/agents/agent-x/messages/cancel HTTP/1.1", {"run_ids": ["run-1"]})]

@@ -159,3 +159,22 @@ async def test_the_same_refusals_over_websocket_are_error_frames_with_their_code
         socket.send_json({"type": "ping"})  # the socket stays open after a refusal
         assert receive() == {"type": "pong"}
     assert await stored(db, user_id) == [("one", "failed"), ("two", "failed")]
+
+
+async def test_an_unexpected_failure_over_websocket_is_an_internal_error_frame_and_the_socket_stays_open(
+    client: AsyncTestClient[Litestar], db: asyncpg.Connection, new_user: NewUser
+) -> None:
+    user_id, headers = await new_user()
+    await db.execute("alter table public.messages rename to messages_away")  # the database is broken
+    try:
+        with await client.websocket_connect("/api/v1/chat/stream") as socket:
+            socket.send_json({"type": "auth", "token": headers["Authorization"].removeprefix("Bearer ")})
+            assert socket.receive_json(mode="binary", timeout=10)["type"] == "ready"
+            socket.send_json({"type": "message", "content": "hello"})
+            error = socket.receive_json(mode="binary", timeout=10)
+            assert (error["type"], error["code"], error["status"]) == ("error", "internal", 500)
+            socket.send_json({"type": "ping"})
+            assert socket.receive_json(mode="binary", timeout=10) == {"type": "pong"}
+    finally:
+        await db.execute("alter table public.messages_away rename to messages")
+    assert await lease_of(db, user_id) is None

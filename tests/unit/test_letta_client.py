@@ -728,6 +728,17 @@ async def test_cancel_run(letta: LettaClient, httpx_mock: HTTPXMock) -> None:
     assert json.loads(request.content) == {"run_ids": [RUN]}
 
 
+async def test_cancel_without_a_run_id_asks_letta_to_cancel_every_active_run(
+    letta: LettaClient, httpx_mock: HTTPXMock
+) -> None:
+    httpx_mock.add_response(method="POST", url=f"{BASE}/v1/agents/{AGENT}/messages/cancel", json={RUN: "cancelled"})
+
+    await letta.cancel_run(AGENT, None)
+
+    # No run_ids at all: Letta then looks up the agent's created/running runs itself.
+    assert json.loads(only_request(httpx_mock).content) == {}
+
+
 async def test_cancel_without_active_run_is_a_final_error(letta: LettaClient, httpx_mock: HTTPXMock) -> None:
     httpx_mock.add_response(
         method="POST",
