@@ -17,15 +17,17 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.params import QueryParameter
 
-from service.chat.turns import ChatService
+from service.chat.turns import ChatService, turn_in_progress
 from service.clients.base import UpstreamError
 from service.clients.letta import LettaClient, provider_name
 from service.errors import ProblemError
-from service.openapi import AGENT_ID, NOT_READY, RATE_LIMITED, body_example, ok, problem
+from service.openapi import AGENT_ID, NOT_READY, body_example, documented, ok, problem, rate_limited
 from service.provisioning.agent_spec import agent_spec
 from service.provisioning.deps import ActiveProfile, AnyProfile, provide_active_profile, provide_profile
 from service.rate_limit import MEMORY_BUCKET, rate_limit
 from service.retry import with_retries
+
+MEMORY_RATE_LIMITED = rate_limited(MEMORY_BUCKET, 30)  # the default RATE_LIMIT_MEMORY_PER_MINUTE
 
 logger = logging.getLogger("service.agent")
 
@@ -167,7 +169,7 @@ class AgentController(Controller):
         guards=[rate_limit(MEMORY_BUCKET)],
         responses={
             200: ok(AgentMemory, "Memory with an archival search", MEMORY_EXAMPLE),
-            429: RATE_LIMITED,
+            429: MEMORY_RATE_LIMITED,
             503: NOT_READY,
         },
     )
@@ -189,7 +191,7 @@ class AgentController(Controller):
         responses={
             200: ok(AgentMemory, "Updated memory", {**MEMORY_EXAMPLE, "archival_results": None}),
             422: problem(422, "persona is 5001 characters; its limit is 5000", label="persona", limit=5000),
-            429: RATE_LIMITED,
+            429: MEMORY_RATE_LIMITED,
         },
     )
     async def update_memory(
@@ -232,8 +234,8 @@ class AgentController(Controller):
                     "kept_memory": True,
                 },
             ),
-            409: problem(409, "a reply is still being written; wait for it or cancel it"),
-            429: RATE_LIMITED,
+            409: documented(turn_in_progress()),
+            429: MEMORY_RATE_LIMITED,
         },
     )
     async def reset(

@@ -5,7 +5,6 @@ Generated examples (random strings, out-of-range numbers) mislead; these show re
 
 from __future__ import annotations
 
-from http import HTTPStatus
 from typing import Any
 
 import msgspec
@@ -13,7 +12,9 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example
 from litestar.params import Body
 
-from service.errors import PROBLEM_JSON
+from service.errors import PROBLEM_JSON, ProblemError
+from service.provisioning.deps import not_ready_problem
+from service.rate_limit import RateDecision
 
 
 class Problem(msgspec.Struct, omit_defaults=True):
@@ -27,6 +28,19 @@ class Problem(msgspec.Struct, omit_defaults=True):
     request_id: str | None = None
     code: str | None = None
     reasons: list[str] | None = None
+    errors: list[dict[str, Any]] | None = None
+    # Extension members that some problems carry (each route's examples show which).
+    spend: float | None = None
+    max_budget: float | None = None
+    budget_reset_at: str | None = None
+    max_bytes: int | None = None
+    bucket: str | None = None
+    limit: int | None = None
+    window_seconds: int | None = None
+    retry_after: int | None = None
+    agent_status: str | None = None
+    turn_id: str | None = None
+    label: str | None = None
 
 
 def body_example(summary: str, value: Any) -> Any:
@@ -42,25 +56,31 @@ def ok(container: Any, summary: str, value: Any, description: str = "Success") -
     )
 
 
-def problem(status: int, detail: str, description: str | None = None, **members: Any) -> ResponseSpec:
-    example = {"type": "about:blank", "title": HTTPStatus(status).phrase, "status": status, "detail": detail, **members}
+def documented(error: ProblemError, description: str | None = None) -> ResponseSpec:
+    """A response documented by a problem the service really raises: the example is what a client gets."""
+    example = {"type": error.type_, "title": error.title, "status": error.status_code, "detail": error.detail}
+    example.update(error.members)
     return ResponseSpec(
         data_container=Problem,
-        description=description or HTTPStatus(status).phrase,
+        description=description or error.title,
         media_type=PROBLEM_JSON,
         generate_examples=False,
-        examples=[Example(summary=HTTPStatus(status).phrase, value=example)],
+        examples=[Example(summary=error.title, value=example)],
     )
 
 
-NOT_READY = problem(
-    503,
-    "your assistant is still being set up; retry shortly",
-    "Agent not provisioned yet (Retry-After); provisioning has been started",
-    agent_status="pending",
-)
-RATE_LIMITED = problem(
-    429, "too many requests; retry in 3 s", "Per-user rate limit (Retry-After)", limit=20, window_seconds=60
+def problem(status: int, detail: str, description: str | None = None, **members: Any) -> ResponseSpec:
+    """A response documented by a plain problem (title = the HTTP phrase), for errors raised as such."""
+    return documented(ProblemError(status, detail, **members), description)
+
+
+def rate_limited(bucket: str, limit: int, window_seconds: int = 60) -> ResponseSpec:
+    refused = RateDecision(False, bucket, limit, window_seconds, remaining=0, retry_after_seconds=3)
+    return documented(refused.problem(), "Per-user rate limit (Retry-After)")
+
+
+NOT_READY = documented(
+    not_ready_problem(None), "Agent not provisioned yet (Retry-After); provisioning has been started"
 )
 
 USER_ID = "6f1c2d9e-1b7a-4c1e-9a55-0d4b5a3b2c10"

@@ -18,11 +18,25 @@ from litestar.params import QueryParameter
 from litestar.response import Stream
 
 from service.auth.tokens import Principal
+from service.billing import Budget
 from service.chat.schemas import HISTORY_COLUMNS, CancelResult, ChatMessageIn, ChatReply, HistoryPage, StoredMessage
-from service.chat.turns import ChatService, Event, Turn
+from service.chat.turns import (
+    ERROR_MESSAGES,
+    ChatService,
+    Event,
+    Turn,
+    agent_timeout,
+    agent_unavailable,
+    budget_exceeded,
+    turn_in_progress,
+)
 from service.errors import ProblemError
-from service.openapi import MESSAGE_EXAMPLE, NOT_READY, RATE_LIMITED, body_example, ok, problem
+from service.openapi import MESSAGE_EXAMPLE, NOT_READY, body_example, documented, ok, problem, rate_limited
 from service.provisioning.deps import ActiveProfile, provide_active_profile, require_user
+from service.rate_limit import CHAT_BUCKET
+
+EXAMPLE_TURN_ID = str(MESSAGE_EXAMPLE["turn_id"])
+EXAMPLE_BUDGET = Budget(spend=10.0123, max_budget=10.0, budget_duration="30d", budget_reset_at="2026-12-01T00:00:00Z")
 
 KEEPALIVE_SECONDS = 15.0
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connection": "keep-alive"}
@@ -117,21 +131,25 @@ class ChatController(Controller):
                 },
                 "JSON reply, or with Accept: text/event-stream an SSE stream (see README for the events)",
             ),
-            402: problem(
-                402,
-                "your budget is used up: spent 10.0123 of 10.0000",
-                spend=10.0123,
-                max_budget=10.0,
-                budget_reset_at="2026-12-01T00:00:00Z",
-            ),
-            409: problem(409, "a reply is still being written; wait for it or cancel it"),
+            402: documented(budget_exceeded(EXAMPLE_BUDGET), "Over budget (checked before Letta is called)"),
+            409: documented(turn_in_progress()),
             413: problem(413, "content is 20000 bytes; the limit is 16384", max_bytes=16384),
             422: problem(422, "content must not be empty"),
-            429: RATE_LIMITED,
-            503: problem(
-                503,
-                "the assistant is unreachable right now; your message was saved, please retry",
-                "Letta unreachable before streaming, or the agent is not provisioned yet (Retry-After)",
+            429: rate_limited(CHAT_BUCKET, 20),  # the default RATE_LIMIT_CHAT_PER_MINUTE
+            502: problem(
+                502,
+                ERROR_MESSAGES["llm_error"],
+                "The turn failed (JSON replies; over SSE it is an `error` event); the message is kept as failed",
+                code="llm_error",
+                turn_id=EXAMPLE_TURN_ID,
+            ),
+            503: documented(
+                agent_unavailable(uuid.UUID(EXAMPLE_TURN_ID)),
+                "Letta unreachable before streaming (the message is kept as failed), or the agent is not provisioned "
+                "yet (then `agent_status` and `retry_after`, no `turn_id`)",
+            ),
+            504: documented(
+                agent_timeout(uuid.UUID(EXAMPLE_TURN_ID)), "Letta did not start answering; its run was cancelled"
             ),
         },
     )

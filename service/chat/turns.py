@@ -29,7 +29,7 @@ from typing import Any
 
 import asyncpg
 
-from service.billing import Billing
+from service.billing import Billing, Budget
 from service.clients.base import UpstreamError
 from service.clients.letta import LettaClient
 from service.errors import ProblemError
@@ -159,8 +159,40 @@ _STORE_TURN = """
 """
 
 
-def _turn_in_progress() -> ProblemError:
+# The problems a turn start answers with (the OpenAPI examples are made from these too).
+def turn_in_progress() -> ProblemError:
     return ProblemError(409, "a reply is still being written; wait for it or cancel it", title="Turn In Progress")
+
+
+def budget_exceeded(budget: Budget) -> ProblemError:
+    return ProblemError(
+        402,
+        f"your budget is used up: spent {budget.spend:.4f} of {budget.max_budget or 0:.4f}",
+        title="Budget Exceeded",
+        spend=budget.spend,
+        max_budget=budget.max_budget,
+        budget_reset_at=budget.budget_reset_at,
+    )
+
+
+def agent_unavailable(turn_id: uuid.UUID) -> ProblemError:
+    return ProblemError(
+        503,
+        "the assistant is unreachable right now; your message was saved, please retry",
+        title="Agent Unavailable",
+        headers={"Retry-After": "5"},
+        turn_id=str(turn_id),
+    )
+
+
+def agent_timeout(turn_id: uuid.UUID) -> ProblemError:
+    return ProblemError(
+        504,
+        "the assistant did not start answering in time; the attempt was stopped and your message saved as "
+        "failed, please retry",
+        title="Agent Timeout",
+        turn_id=str(turn_id),
+    )
 
 
 class ChatService:
@@ -192,14 +224,7 @@ class ChatService:
             logger.warning("budget check skipped", extra={"error": str(exc)})
             return
         if budget is not None and budget.exceeded:
-            raise ProblemError(
-                402,
-                f"your budget is used up: spent {budget.spend:.4f} of {budget.max_budget:.4f}",
-                title="Budget Exceeded",
-                spend=budget.spend,
-                max_budget=budget.max_budget,
-                budget_reset_at=budget.budget_reset_at,
-            )
+            raise budget_exceeded(budget)
 
     async def start(self, user_id: uuid.UUID, content: str) -> Turn:
         """Start the user's turn (see the module docstring for the order); returns once Letta is streaming."""
@@ -214,21 +239,7 @@ class ChatService:
                 # released, so that a resend does not run beside it.
                 await self._stop_letta_run(turn)
             await self._fail_before_stream(turn, exc)
-            if exc.timed_out:
-                raise ProblemError(
-                    504,
-                    "the assistant did not start answering in time; the attempt was stopped and your message "
-                    "saved as failed, please retry",
-                    title="Agent Timeout",
-                    turn_id=str(turn_id),
-                ) from exc
-            raise ProblemError(
-                503,
-                "the assistant is unreachable right now; your message was saved, please retry",
-                title="Agent Unavailable",
-                headers={"Retry-After": "5"},
-                turn_id=str(turn_id),
-            ) from exc
+            raise (agent_timeout(turn_id) if exc.timed_out else agent_unavailable(turn_id)) from exc
         turn.stream = stream
         turn.emit("turn", {"turn_id": str(turn_id), "user_message_id": str(user_message_id)})
         turn.task = asyncio.get_running_loop().create_task(self._run(turn, stream))
@@ -243,7 +254,7 @@ class ChatService:
         lease_id = uuid.uuid4()
         acquired = await self.db.fetchval(_TAKE_LEASE_NOW, user_id, lease_id, holder or self.holder, LEASE_SECONDS)
         if acquired is None:
-            raise _turn_in_progress()
+            raise turn_in_progress()
         return lease_id
 
     async def _begin_turn(self, user_id: uuid.UUID, content: str) -> tuple[Profile, uuid.UUID, uuid.UUID]:
@@ -265,7 +276,7 @@ class ChatService:
         if profile is None or not profile.ready:
             raise not_ready(self.provisioner, user_id, profile)
         if row["user_message_id"] is None:
-            raise _turn_in_progress()
+            raise turn_in_progress()
         return profile, turn_id, row["user_message_id"]
 
     async def release_lease(self, user_id: uuid.UUID, lease_id: uuid.UUID) -> None:

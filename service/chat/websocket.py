@@ -30,7 +30,7 @@ from litestar.exceptions import NotAuthorizedException, WebSocketDisconnect
 from service.auth.middleware import authenticate_token
 from service.auth.tokens import Principal
 from service.chat.controller import validate_content
-from service.chat.turns import ChatService, Turn
+from service.chat.turns import ChatService, Turn, turn_in_progress
 from service.errors import ProblemError
 
 logger = logging.getLogger("service.chat")
@@ -140,10 +140,9 @@ class ChatSocket:
         if self.token_expired():
             await self.error("token_expired", 'send {"type": "auth"} with a fresh token', 401)
             return
-        if self.turn is not None:
-            await self.error("turn_in_progress", "a reply is still being written; wait for it or cancel it", 409)
-            return
         try:
+            if self.turn is not None:
+                raise turn_in_progress()
             validate_content(content, self.state.settings.chat_max_message_bytes)
             self.turn = await self.chat.start(self.principal.user_id, content)
         except ProblemError as exc:

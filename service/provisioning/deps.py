@@ -35,6 +35,10 @@ def not_ready(provisioner: Provisioner, user_id: uuid.UUID, profile: Profile | N
     """The 503 for a user whose agent is not ready, having started provisioning: on demand, it covers a lost
     webhook; the client retries after a moment."""
     provisioner.schedule(user_id)
+    return not_ready_problem(profile)
+
+
+def not_ready_problem(profile: Profile | None) -> ProblemError:
     return ProblemError(
         503,
         "your assistant is still being set up; retry shortly",

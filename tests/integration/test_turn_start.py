@@ -64,6 +64,16 @@ async def send(client: AsyncTestClient[Litestar], headers: dict[str, str], conte
     return await client.post("/api/v1/chat/message", headers=headers, json={"content": content})
 
 
+async def assert_documented(client: AsyncTestClient[Litestar], body: dict[str, Any], *same: str) -> None:
+    """The problem matches the OpenAPI example of its status on the route: the same members, and the same
+    values for ``same`` (members whose value does not depend on the request)."""
+    schema = (await client.get("/schema/openapi.json")).json()
+    response = schema["paths"]["/api/v1/chat/message"]["post"]["responses"][str(body["status"])]
+    example = next(iter(response["content"]["application/problem+json"]["examples"].values()))["value"]
+    assert set(body) - {"instance", "request_id"} == set(example)
+    assert {k: body[k] for k in same} == {k: example[k] for k in same}
+
+
 async def test_past_every_check_the_message_is_stored_then_unreachable_letta_is_503_and_the_lease_freed(
     client: AsyncTestClient[Litestar], db: asyncpg.Connection, new_user: NewUser
 ) -> None:
@@ -71,6 +81,7 @@ async def test_past_every_check_the_message_is_stored_then_unreachable_letta_is_
     response = await send(client, {**headers, "Accept": "text/event-stream"}, "are you there?")
     body = assert_problem(response, 503)
     assert response.headers["retry-after"] == "5" and body["turn_id"]
+    await assert_documented(client, body, "title", "detail")
     assert await stored(db, user_id) == [("are you there?", "failed")]
     assert await db.fetchval("select error from public.messages where user_id = $1", user_id)
     assert await lease_of(db, user_id) is None
@@ -85,6 +96,7 @@ async def test_a_refused_hit_stores_nothing_and_takes_no_lease(
     response = await send(client, headers, "three")
     body = assert_problem(response, 429)
     assert body["limit"] == 2 and body["bucket"] == "chat" and int(response.headers["retry-after"]) >= 1
+    await assert_documented(client, body, "title", "bucket", "window_seconds")
     assert await stored(db, user_id) == [("one", "failed"), ("two", "failed")]
     assert await lease_of(db, user_id) is None
 
@@ -118,7 +130,9 @@ async def test_a_live_lease_is_409_and_stores_nothing(
         user_id,
         running,
     )
-    assert assert_problem(await send(client, headers), 409)["title"] == "Turn In Progress"
+    body = assert_problem(await send(client, headers), 409)
+    assert body["title"] == "Turn In Progress"
+    await assert_documented(client, body, "type", "title", "status", "detail")
     assert await stored(db, user_id) == []
     assert await lease_of(db, user_id) == running  # untouched
 
