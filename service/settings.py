@@ -119,10 +119,12 @@ class _Reader:
             self.problems.append(f"{name}={value!r} is not an http(s) URL")
         return value.rstrip("/")
 
-    def integer(self, name: str, default: int, minimum: int = 0) -> int:
+    def integer(self, name: str, default: int, minimum: int = 0, maximum: int | None = None) -> int:
         value = self._convert(name, default, int, "an integer")
         if value < minimum:
             self.problems.append(f"{name} must be >= {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            self.problems.append(f"{name} must be <= {maximum}, got {value}")
         return value
 
     def number(self, name: str, default: float, minimum: float = 0.0) -> float:
@@ -207,7 +209,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         reconcile_interval_seconds=r.number("RECONCILE_INTERVAL_SECONDS", 30.0, minimum=0.1),
         cors_allow_origins=r.csv("CORS_ALLOW_ORIGINS", ["http://localhost:3000"]),
         http_timeout_seconds=r.number("HTTP_TIMEOUT_SECONDS", 30.0, minimum=0.1),
-        chat_max_message_bytes=r.integer("CHAT_MAX_MESSAGE_BYTES", 16 * 1024, minimum=1),
+        # At most 64 KiB: the request body (256 KiB) and WebSocket frame caps must hold it even JSON-escaped.
+        chat_max_message_bytes=r.integer("CHAT_MAX_MESSAGE_BYTES", 16 * 1024, minimum=1, maximum=64 * 1024),
         rate_limit_chat_per_minute=r.integer("RATE_LIMIT_CHAT_PER_MINUTE", 20, minimum=1),
         rate_limit_memory_per_minute=r.integer("RATE_LIMIT_MEMORY_PER_MINUTE", 30, minimum=1),
     )

@@ -29,6 +29,7 @@ def test_every_problem_is_reported_at_once() -> None:
         "USER_DEFAULT_BUDGET": "-1",
         "LOG_LEVEL": "loud",
         "SUPABASE_JWKS": '{"nope": 1}',
+        "CHAT_MAX_MESSAGE_BYTES": "1000000",
     }
     with pytest.raises(SettingsError) as caught:
         load_settings(env)
@@ -42,6 +43,7 @@ def test_every_problem_is_reported_at_once() -> None:
         "LITELLM_MASTER_KEY is required",
         "LETTA_BASE_URL is required",
         "SUPABASE_JWKS must be a JWKS object",
+        "CHAT_MAX_MESSAGE_BYTES must be <= 65536",
     ):
         assert expected in text
 
