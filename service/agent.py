@@ -203,6 +203,9 @@ class AgentController(Controller):
         updates = {label: getattr(data, label) for label in EDITABLE_BLOCKS if getattr(data, label) is not None}
         if not updates:
             raise ProblemError(422, "send human and/or persona")
+        for label, value in updates.items():
+            if "\x00" in value:  # Postgres text cannot hold it: Letta would drop it silently
+                raise ProblemError(422, f"{label} must not contain NUL characters", label=label)
         letta: LettaClient = state.letta
         agent_id = profile.letta_agent_id or ""
         try:

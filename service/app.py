@@ -26,7 +26,7 @@ from service.clients.base import http_client
 from service.clients.letta import LettaClient
 from service.clients.litellm import LiteLLMClient
 from service.db import create_pool
-from service.errors import exception_handlers
+from service.errors import ProblemRequest, exception_handlers
 from service.health import HealthController
 from service.provisioning.controller import WebhookController
 from service.provisioning.service import Provisioner
@@ -99,6 +99,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         lifespan=[lifespan],
         middleware=[request_id_middleware, auth_middleware],
         exception_handlers=exception_handlers,
+        request_class=ProblemRequest,
         before_send=[add_request_id_header],
         cors_config=CORSConfig(
             allow_origins=settings.cors_allow_origins,

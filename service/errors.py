@@ -7,7 +7,7 @@ from http import HTTPStatus
 from typing import Any
 
 from litestar import Request, Response
-from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions import ClientException, HTTPException, ValidationException
 from litestar.types import ExceptionHandlersMap
 
 from service.request_context import ensure_request_id
@@ -87,4 +87,18 @@ def _default_detail(status: int) -> str:
 
 exception_handlers: ExceptionHandlersMap = {Exception: _problem_response}
 
-__all__ = ["PROBLEM_JSON", "ProblemError", "exception_handlers", "problem_body"]
+
+class ProblemRequest(Request[Any, Any, Any]):
+    """Litestar's request, with the JSON body errors msgspec raises outside ``DecodeError`` (bytes that are not
+    UTF-8, nesting deeper than its recursion limit) answered as 400 problems instead of 500s."""
+
+    async def json(self) -> Any:
+        try:
+            return await super().json()
+        except UnicodeDecodeError as exc:
+            raise ClientException(detail=f"the body is not valid UTF-8 (byte {exc.start})") from exc
+        except RecursionError as exc:
+            raise ClientException(detail="the JSON body is nested too deeply") from exc
+
+
+__all__ = ["PROBLEM_JSON", "ProblemError", "ProblemRequest", "exception_handlers", "problem_body"]

@@ -93,6 +93,10 @@ def request_id_middleware(app: ASGIApp) -> ASGIApp:
 
         try:
             await app(scope, receive, send_recording_status)
+        except Exception as exc:
+            # Raised before a response (e.g. the auth middleware's 401): Litestar renders it after we return.
+            status = status or getattr(exc, "status_code", 500)
+            raise
         finally:
             if scope["type"] == ScopeType.HTTP:
                 access_logger.info(

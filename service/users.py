@@ -90,7 +90,8 @@ class UsageReport(msgspec.Struct, kw_only=True):
 class BudgetChange(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     user_id: uuid.UUID
     max_budget: Annotated[float, msgspec.Meta(ge=0, le=1_000_000)]
-    budget_duration: Annotated[str, msgspec.Meta(pattern=r"^\d{1,3}(s|m|h|d|w|mo)$")] | None = None
+    # ASCII digits ([0-9], not \d), no zero: what LiteLLM's reset schedule understands.
+    budget_duration: Annotated[str, msgspec.Meta(pattern=r"^[1-9][0-9]{0,2}(s|m|h|d|w|mo)$")] | None = None
 
 
 class AccountDeleted(msgspec.Struct):
@@ -175,7 +176,8 @@ class UserController(Controller):
         end: Annotated[date | None, QueryParameter(name="to", description="last day (UTC), default today")] = None,
     ) -> UsageReport:
         end = end or datetime.now(UTC).date()
-        start = start or end - timedelta(days=29)
+        if start is None:
+            start = end - timedelta(days=29) if end > date.min + timedelta(days=29) else date.min
         if start > end:
             raise ProblemError(400, "from must not be after to")
         if (end - start).days >= MAX_USAGE_DAYS:
@@ -274,6 +276,9 @@ class UserController(Controller):
             await state.litellm.update_user(str(data.user_id), **fields)
             budget = await billing.budget(str(data.user_id), fresh=True)
         except UpstreamError as exc:
+            if exc.status in (400, 422):
+                # LiteLLM refused the values (e.g. a duration it cannot schedule): the caller's mistake, not an outage.
+                raise ProblemError(422, f"LiteLLM refused the change: {exc}"[:500]) from exc
             raise _billing_down(exc) from exc
         logger.info(
             "budget changed",
@@ -379,7 +384,7 @@ class ExportController(Controller):
     ) -> Response[Any]:
         stamp = datetime.now(UTC).strftime("%Y%m%d")
         if format == "markdown":
-            body, media, ext = export_markdown(state.db, profile.id), "text/markdown; charset=utf-8", "md"
+            body, media, ext = export_markdown(state.db, profile.id), "text/markdown", "md"  # Litestar adds the charset
         else:
             body, media, ext = export_json(state.db, profile.id), "application/json", "json"
         return Stream(

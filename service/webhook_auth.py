@@ -45,10 +45,10 @@ def verify_standard_webhook(
     signatures = headers.get("webhook-signature", "")
     if not message_id or not timestamp_text or not signatures or len(message_id) > 256:
         raise WebhookAuthError("missing Standard Webhooks headers")
-    try:
-        timestamp = int(timestamp_text)
-    except ValueError as exc:
-        raise WebhookAuthError("webhook-timestamp is not an integer") from exc
+    # Unix seconds: ten digits until the year 2286; more is not a timestamp (and would overflow a float).
+    if not (timestamp_text.isascii() and timestamp_text.isdigit() and len(timestamp_text) <= 12):
+        raise WebhookAuthError("webhook-timestamp is not a Unix time in seconds")
+    timestamp = int(timestamp_text)
     current = time.time() if now is None else now
     if abs(current - timestamp) > tolerance_seconds:
         raise WebhookAuthError("webhook-timestamp is outside the tolerance window")

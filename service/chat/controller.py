@@ -7,7 +7,7 @@ import base64
 import binascii
 import uuid
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import msgspec
@@ -94,8 +94,12 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         created_at, message_id = raw.split("|", 1)
-        return datetime.fromisoformat(created_at), uuid.UUID(message_id)
-    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        moment = datetime.fromisoformat(created_at)
+        if moment.tzinfo is None:
+            raise ValueError("a cursor's time has an offset")
+        # In UTC: a made-up offset at the ends of the calendar overflows here, not in Postgres.
+        return moment.astimezone(UTC), uuid.UUID(message_id)
+    except (ValueError, OverflowError, binascii.Error, UnicodeDecodeError) as exc:
         raise ProblemError(400, "before is not a cursor returned by this endpoint") from exc
 
 

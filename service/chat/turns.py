@@ -34,7 +34,7 @@ from service.clients.base import UpstreamError
 from service.clients.letta import LettaClient
 from service.errors import ProblemError
 from service.profiles import PROFILE_COLUMNS, READY_SQL, Profile, profile_from
-from service.provisioning.deps import not_ready
+from service.provisioning.deps import account_deleted, not_ready
 from service.provisioning.service import Provisioner
 from service.rate_limit import CHAT_BUCKET, PostgresRateLimiter
 from service.settings import Settings
@@ -265,10 +265,9 @@ class ChatService:
             row = await self.db.fetchrow(
                 _BEGIN_TURN, user_id, turn_id, self.holder, LEASE_SECONDS, content, CHAT_BUCKET, limit, window
             )
-        except asyncpg.ForeignKeyViolationError:
-            row = None  # the user was deleted but still holds a valid token
-        if row is None:
-            raise not_ready(self.provisioner, user_id, None)
+        except asyncpg.ForeignKeyViolationError as exc:
+            raise account_deleted() from exc  # the user was deleted but still holds a valid token
+        assert row is not None  # the rate-limit hit always returns its row
         decision = self.rate_limiter.decision(CHAT_BUCKET, row)
         if not decision.allowed:
             raise decision.problem()

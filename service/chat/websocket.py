@@ -74,7 +74,9 @@ class ChatSocket:
     async def send(self, payload: dict[str, Any]) -> None:
         async with self.send_lock:
             with contextlib.suppress(WebSocketDisconnect, RuntimeError):
-                await self.socket.send_bytes(msgspec.json.encode(payload))
+                # Text frames: a browser hands them to onmessage as strings, ready for JSON.parse (binary ones
+                # arrive as Blobs).
+                await self.socket.send_text(msgspec.json.encode(payload).decode())
 
     async def error(self, code: str, message: str, status: int, **extra: Any) -> None:
         await self.send({"type": "error", "code": code, "message": message, "status": status, **extra})

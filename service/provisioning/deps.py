@@ -28,7 +28,20 @@ async def active_profile(state: State, user_id: uuid.UUID) -> Profile:
     profile = await get_profile(state.db, user_id)
     if profile is not None and profile.ready:
         return profile
+    if profile is None:
+        await ensure_account_exists(state, user_id)
     raise not_ready(state.provisioner, user_id, profile)
+
+
+async def ensure_account_exists(state: State, user_id: uuid.UUID) -> None:
+    """A user without a profile either predates the migration (provisioning creates it) or was deleted while
+    their access token is still valid: that one is told so, not asked to wait for an agent forever."""
+    if not await state.db.fetchval("select exists (select 1 from auth.users where id = $1)", user_id):
+        raise account_deleted()
+
+
+def account_deleted() -> ProblemError:
+    return ProblemError(401, "this account has been deleted; sign in again", title="Account Deleted")
 
 
 def not_ready(provisioner: Provisioner, user_id: uuid.UUID, profile: Profile | None) -> ProblemError:
@@ -58,6 +71,7 @@ async def provide_profile(request: Request[Principal, Any, Any], state: State) -
     user_id = require_user(request.user)
     profile = await get_profile(state.db, user_id)
     if profile is None:
+        await ensure_account_exists(state, user_id)
         state.provisioner.schedule(user_id)
         raise ProblemError(
             404, "no profile yet: it is being created", headers={"Retry-After": str(RETRY_AFTER_SECONDS)}

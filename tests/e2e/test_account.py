@@ -132,6 +132,13 @@ async def test_only_admins_change_budgets(client: StackClient) -> None:
     assert unknown.status_code == 404
     negative = await client.http.post(endpoint, headers=service, json={**body, "max_budget": -1})
     assert negative.status_code == 400
+    for duration in ("0s", "\u0661d", "30days"):  # not a duration, non-ASCII digits: refused before LiteLLM
+        refused = await client.http.post(endpoint, headers=service, json={**body, "budget_duration": duration})
+        assert refused.status_code == 400, duration
+    # Well-formed, but LiteLLM cannot schedule it: LiteLLM's refusal is the caller's 422, not a 503 outage.
+    refused = await client.http.post(endpoint, headers=service, json={**body, "budget_duration": "999mo"})
+    assert refused.status_code == 422 and "budget_duration" in refused.json()["detail"]
+    assert (await client.litellm_user(user.id))["user_info"]["max_budget"] == 20.0  # unchanged
 
 
 async def test_export_json_and_markdown_stream_the_whole_history(client: StackClient) -> None:
@@ -158,7 +165,7 @@ async def test_export_json_and_markdown_stream_the_whole_history(client: StackCl
     markdown = await client.http.get(
         url(client, "/api/v1/chat/export"), headers=user.headers, params={"format": "markdown"}, timeout=120
     )
-    assert markdown.status_code == 200 and markdown.headers["content-type"].startswith("text/markdown")
+    assert markdown.status_code == 200 and markdown.headers["content-type"] == "text/markdown; charset=utf-8"
     assert markdown.text.count("\n### ") == 100002
     assert (
         await client.http.get(url(client, "/api/v1/chat/export"), headers=user.headers, params={"format": "pdf"})

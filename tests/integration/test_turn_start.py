@@ -137,13 +137,16 @@ async def test_a_live_lease_is_409_and_stores_nothing(
     assert await lease_of(db, user_id) == running  # untouched
 
 
-async def test_a_deleted_user_with_a_valid_token_gets_503_and_nothing_is_written(
+async def test_a_deleted_user_with_a_valid_token_is_told_the_account_is_gone_and_nothing_is_written(
     client: AsyncTestClient[Litestar], db: asyncpg.Connection, new_user: NewUser
 ) -> None:
     user_id, headers = await new_user()
     await db.execute("delete from auth.users where id = $1", user_id)
-    assert_problem(await send(client, headers), 503)
+    assert assert_problem(await send(client, headers), 401)["title"] == "Account Deleted"
     assert await stored(db, user_id) == []
+    # Every route that needs the profile says the same (it used to be "still being set up", for ever).
+    for path in ("/api/v1/agent/status", "/api/v1/user/profile", "/api/v1/chat/history"):
+        assert assert_problem(await client.get(path, headers=headers), 401)["title"] == "Account Deleted"
 
 
 async def test_the_service_role_has_no_turns(client: AsyncTestClient[Litestar]) -> None:
@@ -157,7 +160,7 @@ async def test_the_same_refusals_over_websocket_are_error_frames_with_their_code
     with await client.websocket_connect("/api/v1/chat/stream") as socket:
 
         def receive() -> dict[str, Any]:
-            frame: dict[str, Any] = socket.receive_json(mode="binary", timeout=10)
+            frame: dict[str, Any] = socket.receive_json(timeout=10)
             return frame
 
         socket.send_json({"type": "auth", "token": headers["Authorization"].removeprefix("Bearer ")})
@@ -183,12 +186,12 @@ async def test_an_unexpected_failure_over_websocket_is_an_internal_error_frame_a
     try:
         with await client.websocket_connect("/api/v1/chat/stream") as socket:
             socket.send_json({"type": "auth", "token": headers["Authorization"].removeprefix("Bearer ")})
-            assert socket.receive_json(mode="binary", timeout=10)["type"] == "ready"
+            assert socket.receive_json(timeout=10)["type"] == "ready"
             socket.send_json({"type": "message", "content": "hello"})
-            error = socket.receive_json(mode="binary", timeout=10)
+            error = socket.receive_json(timeout=10)
             assert (error["type"], error["code"], error["status"]) == ("error", "internal", 500)
             socket.send_json({"type": "ping"})
-            assert socket.receive_json(mode="binary", timeout=10) == {"type": "pong"}
+            assert socket.receive_json(timeout=10) == {"type": "pong"}
     finally:
         await db.execute("alter table public.messages_away rename to messages")
     assert await lease_of(db, user_id) is None

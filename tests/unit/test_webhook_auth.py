@@ -42,6 +42,9 @@ def test_rotated_signature_list_is_accepted() -> None:
     assert verify_standard_webhook(SECRET, h, BODY, 300) == "msg_1"
 
 
+ARABIC_INDIC_DIGITS = "\u0661\u0667\u0666\u0664000000"  # str.isdigit() says yes; int() would parse them
+
+
 @pytest.mark.parametrize(
     ("mutate", "reason"),
     [
@@ -49,7 +52,10 @@ def test_rotated_signature_list_is_accepted() -> None:
         (lambda h, now: h.update({"webhook-timestamp": str(now + 600)}), "tolerance"),
         (lambda h, now: h.update({"webhook-id": "msg_other"}), "does not verify"),
         (lambda h, now: h.pop("webhook-signature"), "missing"),
-        (lambda h, now: h.update({"webhook-timestamp": "soon"}), "integer"),
+        (lambda h, now: h.update({"webhook-timestamp": "soon"}), "Unix time"),
+        (lambda h, now: h.update({"webhook-timestamp": "9" * 400}), "Unix time"),  # was an OverflowError
+        (lambda h, now: h.update({"webhook-timestamp": f"-{now}"}), "Unix time"),
+        (lambda h, now: h.update({"webhook-timestamp": ARABIC_INDIC_DIGITS}), "Unix time"),
         (lambda h, now: h.update(headers(now, secret="whsec_b3RoZXItc2VjcmV0")), "does not verify"),
     ],
 )
