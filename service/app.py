@@ -28,6 +28,7 @@ from service.clients.litellm import LiteLLMClient
 from service.db import create_pool
 from service.errors import ProblemRequest, exception_handlers
 from service.health import HealthController
+from service.openapi import complete_schema
 from service.provisioning.controller import WebhookController
 from service.provisioning.service import Provisioner
 from service.rate_limit import CHAT_BUCKET, MEMORY_BUCKET, PostgresRateLimiter
@@ -84,7 +85,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 await provisioner.drain()
                 await pool.close()
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             HealthController,
             AuthController,
@@ -130,3 +131,5 @@ def create_app(settings: Settings | None = None) -> Litestar:
         # Logging is ours (one JSON line per record, see request_context); Litestar must not reconfigure it.
         logging_config=None,
     )
+    complete_schema(app.openapi_schema)  # built once here; /schema serves this object
+    return app

@@ -34,6 +34,7 @@ async def _database(pool: asyncpg.Pool[Any]) -> dict[str, Any]:
 class HealthController(Controller):
     path = "/health"
     tags = ["health"]
+    security = [{}]  # probes carry no token
 
     @get(
         "/live",

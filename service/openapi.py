@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.openapi.spec import Example
+from litestar.openapi.spec import Example, OpenAPI, OpenAPIMediaType, OpenAPIResponse, Reference
 from litestar.params import Body
 
 from service.errors import PROBLEM_JSON, ProblemError
@@ -77,6 +77,42 @@ def problem(status: int, detail: str, description: str | None = None, **members:
 def rate_limited(bucket: str, limit: int, window_seconds: int = 60) -> ResponseSpec:
     refused = RateDecision(False, bucket, limit, window_seconds, remaining=0, retry_after_seconds=3)
     return documented(refused.problem(), "Per-user rate limit (Retry-After)")
+
+
+def complete_schema(schema: OpenAPI) -> None:
+    """Document what Litestar leaves out or gets wrong for this service: the 401 of every route that needs a
+    token (routes that do not declare ``security=[{}]``), and its own 400 for a body or parameter that does not
+    validate, which the service renders as problem details (with ``errors``) rather than plain JSON."""
+    examples: dict[str, tuple[str, dict[str, Any]]] = {
+        "401": ("Unauthorized", {"detail": "token has expired"}),
+        "400": (
+            "Bad Request",
+            {
+                "detail": "Validation failed for POST /api/v1/chat/message",
+                "errors": [{"message": "Object missing required field `content`", "key": "content", "source": "body"}],
+            },
+        ),
+    }
+
+    def problem_response(status: str, description: str) -> OpenAPIResponse:
+        title, members = examples[status]
+        example = {"type": "about:blank", "title": title, "status": int(status), **members}
+        media = OpenAPIMediaType(
+            schema=Reference(ref="#/components/schemas/Problem"),
+            examples={title: Example(summary=title, value=example)},
+        )
+        return OpenAPIResponse(description=description, content={PROBLEM_JSON: media})
+
+    for item in (schema.paths or {}).values():
+        for operation in (item.get, item.post, item.put, item.patch, item.delete):
+            if operation is None or operation.responses is None:
+                continue
+            responses = operation.responses
+            if operation.security != [{}] and "401" not in responses:
+                responses["401"] = problem_response("401", "Missing, malformed, expired or foreign access token")
+            bad = responses.get("400")
+            if isinstance(bad, OpenAPIResponse) and bad.content and PROBLEM_JSON not in bad.content:
+                responses["400"] = problem_response("400", bad.description)
 
 
 NOT_READY = documented(

@@ -106,6 +106,9 @@ async def test_readiness_reports_each_dependency(client: AsyncTestClient[Litesta
     assert checks["litellm"]["ok"] is False
 
 
+PASS_THROUGH = {"/api/v1/auth/login", "/api/v1/auth/register", "/api/v1/auth/refresh"}
+
+
 async def test_openapi_schema_is_served_with_examples_for_every_route(client: AsyncTestClient[Litestar]) -> None:
     response = await client.get("/schema/openapi.json")
     assert response.status_code == 200
@@ -120,6 +123,14 @@ async def test_openapi_schema_is_served_with_examples_for_every_route(client: As
                 assert "example" in json.dumps(operation["requestBody"]), (method, path, "request example")
             success = [spec for code, spec in operation["responses"].items() if code.startswith("2")]
             assert success and all("example" in json.dumps(spec) for spec in success), (method, path)
+            # Errors are documented as what they are: problem details (the readiness report is the exception).
+            for code, spec in operation["responses"].items():
+                if code[0] in "45" and (path, code) != ("/health/ready", "503"):
+                    assert list(spec["content"]) == ["application/problem+json"], (method, path, code)
+            # A route that takes a token says it may answer 401; one that does not says so with security [{}].
+            public = operation.get("security") == [{}]
+            assert public or "401" in operation["responses"], (method, path)
+            assert public == (path.startswith(("/health/", "/webhooks/")) or path in PASS_THROUGH), (method, path)
 
 
 async def test_a_user_not_yet_provisioned_gets_503_with_retry_after_and_provisioning_starts(
