@@ -8,7 +8,7 @@ Order of work, so nothing is lost:
 1. budget check (402, from the cache);
 2. one statement (it is on the path to the first token) records the chat rate-limit hit (429), reads the
    profile (503 if the agent is not ready), takes the per-user lease (409) and stores the user's message
-   (``pending``), each part only if the one before allowed it;
+   (``pending``), each part only if the one before allowed it; Letta's request is built meanwhile;
 3. Letta's stream is opened; failing here is a 503 for the caller and a ``failed`` user message;
 4. events are relayed; the lease is renewed and polled for a cancel request while they flow;
 5. one statement stores the reply (tokens, cost, run id), completes the user message, adds to the day's
@@ -214,6 +214,7 @@ class ChatService:
         self.holder = f"replica-{uuid.uuid4().hex[:12]}"
         self._turns: set[asyncio.Task[None]] = set()
         self._local: dict[uuid.UUID, Turn] = {}  # running here, by user: a cancel need not wait for a renewal
+        self._agent_ids: dict[uuid.UUID, str] = {}  # each user's agent at their last turn here
 
     # -- starting a turn ----------------------------------------------------------------------------------
     async def check_budget(self, user_id: uuid.UUID) -> None:
@@ -229,10 +230,22 @@ class ChatService:
     async def start(self, user_id: uuid.UUID, content: str) -> Turn:
         """Start the user's turn (see the module docstring for the order); returns once Letta is streaming."""
         await self.check_budget(user_id)
-        profile, turn_id, user_message_id = await self._begin_turn(user_id, content)
+        begin = asyncio.ensure_future(self._begin_turn(user_id, content))
+        await asyncio.sleep(0)  # the statement goes out
+        # While Postgres starts the turn, build Letta's request for the agent this user had last time (a reset
+        # replaces it: the statement's profile says which agent it is).
+        known_agent = self._agent_ids.get(user_id)
+        request = self.letta.turn_request(known_agent, content) if known_agent else None
+        profile, turn_id, user_message_id = await begin
+        agent_id = profile.letta_agent_id or ""
+        if request is None or agent_id != known_agent:
+            request = self.letta.turn_request(agent_id, content)
+            if len(self._agent_ids) >= 10_000:
+                self._agent_ids.clear()
+            self._agent_ids[user_id] = agent_id
         turn = Turn(turn_id, user_message_id, profile)
         try:
-            stream = await self.letta.open_stream(profile.letta_agent_id or "", content)
+            stream = await self.letta.open_stream(request)
         except UpstreamError as exc:
             if exc.timed_out:
                 # Letta took the message but did not start answering: stop its run before the lease is

@@ -147,8 +147,8 @@ class LettaClient:
             raise
 
     # -- messages ---------------------------------------------------------------------------------------
-    async def open_stream(self, agent_id: str, content: str) -> LettaStream:
-        """Start a token-streamed turn; returns once Letta has accepted it (errors here are pre-stream).
+    async def open_stream(self, request: httpx.Request) -> LettaStream:
+        """Send a turn built by ``turn_request``; returns once Letta has accepted it (errors here are pre-stream).
 
         This is the SDK's ``agents.messages.create(streaming=True, stream_tokens=True, include_pings=True)``
         request, sent on the shared client without the SDK: it is on the path to every first token, where
@@ -156,7 +156,7 @@ class LettaClient:
         parsed with msgspec (``LettaStream``).
         """
         try:
-            response = await self._http.send(self.turn_request(agent_id, content), stream=True)
+            response = await self._http.send(request, stream=True)
             if response.is_error:
                 await response.aread()
                 await response.aclose()

@@ -225,7 +225,7 @@ async def test_token_is_sent_as_bearer(http: httpx.AsyncClient, httpx_mock: HTTP
     letta = LettaClient(http, BASE, "letta-server-password")
 
     await letta.get_provider(PROVIDER)
-    await collect(await letta.open_stream(AGENT, "hi"))  # the one call made without the SDK
+    await collect(await letta.open_stream(letta.turn_request(AGENT, "hi")))  # the one call made without the SDK
 
     assert [r.headers["authorization"] for r in httpx_mock.get_requests()] == ["Bearer letta-server-password"] * 2
 
@@ -484,7 +484,7 @@ async def test_transport_failures_are_transient(letta: LettaClient, httpx_mock: 
 async def test_a_connect_timeout_never_reached_letta(letta: LettaClient, httpx_mock: HTTPXMock) -> None:
     httpx_mock.add_exception(httpx.ConnectTimeout("slow connect"), url=STREAM_URL)
     with pytest.raises(UpstreamError) as caught:
-        await letta.open_stream(AGENT, "hi")
+        await letta.open_stream(letta.turn_request(AGENT, "hi"))
     assert caught.value.transient is True and caught.value.timed_out is False
 
 
@@ -531,7 +531,7 @@ async def test_with_retries_does_not_retry_a_rejected_create(letta: LettaClient,
 async def test_open_stream_request(letta: LettaClient, httpx_mock: HTTPXMock) -> None:
     sse_response(httpx_mock, [data(END_TURN), data("[DONE]")])
 
-    stream = await letta.open_stream(AGENT, "Hello there")
+    stream = await letta.open_stream(letta.turn_request(AGENT, "Hello there"))
     await collect(stream)
 
     request = only_request(httpx_mock)
@@ -554,7 +554,7 @@ async def test_stream_parses_a_letta_turn_into_typed_events(letta: LettaClient, 
     body = b"".join(data(event) for event in events)
     sse_response(httpx_mock, rechunk(body, 37))  # events split across network chunks
 
-    events = await collect(await letta.open_stream(AGENT, "Remember I like tea"))
+    events = await collect(await letta.open_stream(letta.turn_request(AGENT, "Remember I like tea")))
 
     assert [e.message_type for e in events] == [
         "ping",
@@ -582,7 +582,7 @@ async def test_stream_parses_a_letta_turn_into_typed_events(letta: LettaClient, 
 async def test_events_after_done_are_ignored(letta: LettaClient, httpx_mock: HTTPXMock) -> None:
     sse_response(httpx_mock, [data(TOKENS[0]), data("[DONE]"), data(TOKENS[1])])
 
-    events = await collect(await letta.open_stream(AGENT, "hi"))
+    events = await collect(await letta.open_stream(letta.turn_request(AGENT, "hi")))
 
     assert [e.content for e in events] == ["Hel"]
 
@@ -615,7 +615,7 @@ async def test_a_turn_ends_at_done_and_the_connection_is_reused(http: httpx.Asyn
     try:
         for _ in range(3):
             end_body.clear()
-            stream = await letta.open_stream(AGENT, "hi")
+            stream = await letta.open_stream(letta.turn_request(AGENT, "hi"))
             assert [e.message_type for e in await collect(stream)] == ["assistant_message", "stop_reason"]
             await stream.close()  # returns although the body has not ended
             await stream.close()  # a cancel and the turn's clean-up may both close it: one drain
@@ -634,7 +634,7 @@ async def test_stream_error_event_raises_upstream_error(letta: LettaClient, http
     sse_response(
         httpx_mock, [data(PING), data(TOKENS[0]), data(LLM_API_ERROR), error_event(ERROR_MESSAGE), data("[DONE]")]
     )
-    stream = await letta.open_stream(AGENT, "hi")
+    stream = await letta.open_stream(letta.turn_request(AGENT, "hi"))
     seen: list[Any] = []
 
     with pytest.raises(UpstreamError) as caught:
@@ -655,7 +655,7 @@ async def test_stream_internal_error_event_raises(letta: LettaClient, httpx_mock
     # Letta's StreamingResponseWithStatusCode once the response has started (streaming_response.py).
     crash = {"error": "Stream was terminated due to unexpected cancellation", "code": "INTERNAL_SERVER_ERROR"}
     sse_response(httpx_mock, [data(TOKENS[0]), error_event(crash)])
-    stream = await letta.open_stream(AGENT, "hi")
+    stream = await letta.open_stream(letta.turn_request(AGENT, "hi"))
 
     with pytest.raises(UpstreamError) as caught:
         await collect(stream)
@@ -668,7 +668,7 @@ async def test_data_only_error_message_is_a_typed_event(letta: LettaClient, http
     # Without an `event: error` line nothing is raised: the error arrives as an event to act on.
     sse_response(httpx_mock, [data(ERROR_MESSAGE), data(LLM_API_ERROR), data("[DONE]")])
 
-    events = await collect(await letta.open_stream(AGENT, "hi"))
+    events = await collect(await letta.open_stream(letta.turn_request(AGENT, "hi")))
 
     assert events[0].message_type == "error_message"
     assert events[0].error_type == "llm_error"
@@ -683,7 +683,7 @@ async def test_connection_lost_mid_stream_is_transient(letta: LettaClient, httpx
         raise httpx.RemoteProtocolError("peer closed connection without sending complete message body")
 
     sse_response(httpx_mock, chunks())
-    stream = await letta.open_stream(AGENT, "hi")
+    stream = await letta.open_stream(letta.turn_request(AGENT, "hi"))
     seen: list[Any] = []
 
     with pytest.raises(UpstreamError) as caught:
@@ -703,7 +703,7 @@ async def test_open_stream_rejected_before_streaming(
     httpx_mock.add_response(method="POST", url=STREAM_URL, status_code=status, json={"detail": "Agent not found"})
 
     with pytest.raises(UpstreamError) as caught:
-        await letta.open_stream(AGENT, "hi")
+        await letta.open_stream(letta.turn_request(AGENT, "hi"))
 
     assert caught.value.status == status
     assert caught.value.transient is transient
@@ -711,7 +711,7 @@ async def test_open_stream_rejected_before_streaming(
 
 async def test_close_ends_the_stream(letta: LettaClient, httpx_mock: HTTPXMock) -> None:
     sse_response(httpx_mock, [data(TOKENS[0]), data(TOKENS[1]), data("[DONE]")])
-    stream = await letta.open_stream(AGENT, "hi")
+    stream = await letta.open_stream(letta.turn_request(AGENT, "hi"))
 
     await stream.close()
 
@@ -774,7 +774,7 @@ async def test_tool_calls_as_one_delta_and_unknown_shapes_do_not_end_the_stream(
     strange = {**TOKENS[0], "content": 42}  # a shape we do not know
     sse_response(httpx_mock, [data(delta_call), data(strange), data(TOKENS[1]), data("[DONE]")])
 
-    events = await collect(await letta.open_stream(AGENT, "hi"))
+    events = await collect(await letta.open_stream(letta.turn_request(AGENT, "hi")))
 
     assert [e.message_type for e in events] == ["tool_call_message", "assistant_message"]
     assert events[0].tool_calls.name == "memory_insert"
