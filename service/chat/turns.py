@@ -440,6 +440,9 @@ class ChatService:
 
     # -- storing it ---------------------------------------------------------------------------------------
     async def _finish(self, turn: Turn) -> None:
+        """Store the turn and tell the listener, whatever Letta, LiteLLM or Postgres answer now: every step
+        before the ``done`` event catches everything, so no turn is left without an outcome or holding its
+        lease."""
         result, profile = turn.result, turn.profile
         if result.total_tokens == 0 and result.run_id:
             # The stream broke before Letta's usage totals (a failed or cancelled turn), yet the LLM may have
@@ -448,24 +451,24 @@ class ChatService:
                 usage = await self.letta.run_usage(result.run_id)
                 result.prompt_tokens, result.completion_tokens = usage["prompt_tokens"], usage["completion_tokens"]
                 result.total_tokens = usage["total_tokens"]
-            except UpstreamError as exc:
-                logger.warning("run usage unavailable", extra={"run_id": result.run_id, "error": str(exc)})
+            except Exception as exc:  # a malformed answer too: the SDK raises parse errors as they come
+                logger.warning("run usage unavailable", extra={"run_id": result.run_id, "error": repr(exc)})
         cost: Decimal | None = None
         try:
             prices = await self.billing.prices(profile.model or self.settings.llm_model)
             cost = prices.cost(result.prompt_tokens, result.completion_tokens) if prices else None
-        except UpstreamError as exc:
-            logger.warning("prices unavailable; cost left empty", extra={"error": str(exc)})
+        except Exception as exc:
+            logger.warning("prices unavailable; cost left empty", extra={"error": repr(exc)})
         if cost:
             # Keep the cached budget current without asking LiteLLM again before the next turn.
             self.billing.add_spend(str(profile.id), float(cost))
         message_id: uuid.UUID | None = None
         try:
             message_id = await self._store(turn, cost)  # releases the lease too
-        except (OSError, asyncpg.PostgresError):
+        except Exception:
             logger.exception("could not store turn", extra={"turn_id": str(turn.turn_id)})
             result.status, result.error_code = "failed", "storage_failed"
-            with contextlib.suppress(OSError, asyncpg.PostgresError):
+            with contextlib.suppress(Exception):
                 await self.release_lease(profile.id, turn.turn_id)
         if result.status == "failed":
             code = result.error_code or "agent_error"

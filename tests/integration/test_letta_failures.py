@@ -8,6 +8,7 @@ Letta run is cancelled so that a resend cannot run beside it."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import threading
 from collections.abc import Awaitable, Callable, Iterator
@@ -51,16 +52,33 @@ async def drops_mid_reply(reader: asyncio.StreamReader, writer: asyncio.StreamWr
     writer.transport.abort()  # no last chunk: the connection is simply gone
 
 
+USAGE_EVENT = {"message_type": "usage_statistics", "prompt_tokens": 10, "completion_tokens": 1, "total_tokens": 11}
+
+
+async def answers(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, usage: bool = True) -> None:
+    """A whole, successful turn (with Letta's usage totals unless ``usage`` is False), then the connection is
+    closed. The same answer goes to any other request, e.g. the run-usage lookup: garbage to a JSON client."""
+    events = [TOKEN_EVENT, {"message_type": "stop_reason", "stop_reason": "end_turn"}]
+    events += [USAGE_EVENT] if usage else []
+    body = b"".join(f"data: {json.dumps(e)}\n\n".encode() for e in events) + b"data: [DONE]\n\n"
+    writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n")
+    writer.write(b"content-length: %d\r\n\r\n%s" % (len(body), body))
+    await writer.drain()
+    writer.close()
+
+
 class FakeLetta:
     """A socket where Letta would be: a turn request gets ``behaviour``; a cancel is answered and recorded."""
 
     def __init__(self, behaviour: Behaviour) -> None:
         self.behaviour = behaviour
         self.cancels: list[tuple[str, object]] = []  # (request line, JSON body)
+        self.turns: list[str] = []  # request lines of turns
 
     async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         line, body = await read_request(reader)
         if "/messages/cancel" not in line:
+            self.turns.append(line)
             await self.behaviour(reader, writer)
             return
         self.cancels.append((line, json.loads(body or b"null")))
@@ -155,3 +173,48 @@ async def test_letta_dropping_the_connection_mid_reply_is_an_error_event_and_the
     assert await stored(database_url, user_id) == [("user", "tell me", "failed"), ("assistant", "Partial", "failed")]
     # Letta may still be writing that reply: its run is cancelled before another turn can start.
     assert letta.cancels == [("POST /v1/agents/agent-x/messages/cancel HTTP/1.1", {"run_ids": ["run-1"]})]
+
+
+async def test_a_turn_goes_to_the_agent_the_profile_names_now(
+    database_url: str,
+    signing_key: SigningKey,
+    letta_socket,  # type: ignore[no-untyped-def]
+) -> None:
+    """The service builds a turn's request for the user's previous agent while Postgres starts the turn; after
+    a reset (a new agent id in the profile) the turn must still go to the new agent."""
+    user_id, headers = await ready_user(database_url, signing_key)
+    letta = FakeLetta(answers)
+    async with AsyncTestClient(app_for(database_url, signing_key, letta_socket(letta))) as client:
+        for agent_id in ("agent-x", "agent-x", "agent-after-reset"):
+            conn = await asyncpg.connect(database_url)
+            await conn.execute("update public.user_profiles set letta_agent_id = $2 where id = $1", user_id, agent_id)
+            await conn.close()
+            response = await client.post("/api/v1/chat/message", headers=headers, json={"content": "hi"})
+            assert response.status_code == 200 and response.json()["content"] == "Partial", response.text
+    assert [line.split()[1] for line in letta.turns] == [
+        "/v1/agents/agent-x/messages",
+        "/v1/agents/agent-x/messages",
+        "/v1/agents/agent-after-reset/messages",
+    ]
+
+
+@pytest.mark.timeout(60)  # the regression is a turn that never ends: fail before the global limit
+async def test_a_garbled_answer_after_the_stream_does_not_leave_the_turn_without_an_outcome(
+    database_url: str,
+    signing_key: SigningKey,
+    letta_socket,  # type: ignore[no-untyped-def]
+) -> None:
+    """No usage totals in the stream, so the service asks Letta for the run's usage, and gets an event stream
+    instead of JSON (the SDK raises a parse error, not an API error). The turn used to crash there: no ``done``,
+    the lease held until it expired, the message left pending."""
+    user_id, headers = await ready_user(database_url, signing_key)
+    letta = FakeLetta(functools.partial(answers, usage=False))
+    async with AsyncTestClient(app_for(database_url, signing_key, letta_socket(letta))) as client:
+        response = await client.post("/api/v1/chat/message", headers=headers, json={"content": "hi"})
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "complete" and response.json()["total_tokens"] == 0
+    assert [line.split()[:2] for line in letta.turns] == [
+        ["POST", "/v1/agents/agent-x/messages"],
+        ["GET", "/v1/runs/run-1/usage"],
+    ]
+    assert await stored(database_url, user_id) == [("user", "hi", "complete"), ("assistant", "Partial", "complete")]
