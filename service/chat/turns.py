@@ -341,7 +341,7 @@ class ChatService:
                 result.status, result.error_code, result.error_message = "failed", "internal", type(exc).__name__
         finally:
             keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await keeper
             with contextlib.suppress(Exception):
                 await stream.close()
@@ -414,8 +414,8 @@ class ChatService:
                     LEASE_SECONDS,
                     turn.result.run_id,
                 )
-            except (OSError, asyncpg.PostgresError) as exc:
-                logger.warning("lease renewal failed", extra={"error": str(exc)})
+            except Exception as exc:  # the next renewal may work; a dead keeper would end the turn's clean-up
+                logger.warning("lease renewal failed", extra={"error": repr(exc)})
                 continue
             if cancel and not turn.cancel_requested.is_set():
                 await self.cancel(turn)
