@@ -21,11 +21,6 @@ from tests.integration.support import ISSUER, SERVICE_KEY, assert_problem, servi
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def signing_key() -> SigningKey:
-    return SigningKey.generate()
-
-
 @pytest.fixture
 def app(database_url: str, signing_key: SigningKey) -> Litestar:
     # Letta and LiteLLM unreachable: /auth/me must not need them.

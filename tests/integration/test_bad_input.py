@@ -22,11 +22,6 @@ from tests.integration.support import assert_problem, ready_user, service_settin
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def signing_key() -> SigningKey:
-    return SigningKey.generate()
-
-
 @pytest.fixture
 async def client(database_url: str, signing_key: SigningKey) -> AsyncIterator[AsyncTestClient[Litestar]]:
     async with AsyncTestClient(create_app(service_settings(database_url, signing_key, LOG_LEVEL="info"))) as client:

@@ -106,11 +106,6 @@ def letta_socket() -> Iterator[Callable[[FakeLetta], str]]:
     thread.join(timeout=5)
 
 
-@pytest.fixture(scope="module")
-def signing_key() -> SigningKey:
-    return SigningKey.generate()
-
-
 def app_for(database_url: str, signing_key: SigningKey, letta_url: str) -> Litestar:
     return create_app(service_settings(database_url, signing_key, LETTA_BASE_URL=letta_url, LOG_LEVEL="error"))
 

@@ -23,11 +23,6 @@ from tests.integration.support import SERVICE_KEY, assert_problem, ready_user, s
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def signing_key() -> SigningKey:
-    return SigningKey.generate()
-
-
 @pytest.fixture
 async def client(database_url: str, signing_key: SigningKey) -> AsyncIterator[AsyncTestClient[Litestar]]:
     app = create_app(service_settings(database_url, signing_key, RATE_LIMIT_CHAT_PER_MINUTE="2"))
