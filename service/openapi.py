@@ -56,16 +56,20 @@ def ok(container: Any, summary: str, value: Any, description: str = "Success") -
     )
 
 
+def _example(error: ProblemError) -> Example:
+    """The body a client gets for ``error`` (less the per-request ``instance`` and ``request_id``)."""
+    value = {"type": error.type_, "title": error.title, "status": error.status_code, "detail": error.detail}
+    return Example(summary=error.title, value={**value, **error.members})
+
+
 def documented(error: ProblemError, description: str | None = None) -> ResponseSpec:
     """A response documented by a problem the service really raises: the example is what a client gets."""
-    example = {"type": error.type_, "title": error.title, "status": error.status_code, "detail": error.detail}
-    example.update(error.members)
     return ResponseSpec(
         data_container=Problem,
         description=description or error.title,
         media_type=PROBLEM_JSON,
         generate_examples=False,
-        examples=[Example(summary=error.title, value=example)],
+        examples=[_example(error)],
     )
 
 
@@ -83,36 +87,31 @@ def complete_schema(schema: OpenAPI) -> None:
     """Document what Litestar leaves out or gets wrong for this service: the 401 of every route that needs a
     token (routes that do not declare ``security=[{}]``), and its own 400 for a body or parameter that does not
     validate, which the service renders as problem details (with ``errors``) rather than plain JSON."""
-    examples: dict[str, tuple[str, dict[str, Any]]] = {
-        "401": ("Unauthorized", {"detail": "token has expired"}),
-        "400": (
-            "Bad Request",
-            {
-                "detail": "Validation failed for POST /api/v1/chat/message",
-                "errors": [{"message": "Object missing required field `content`", "key": "content", "source": "body"}],
-            },
-        ),
-    }
 
-    def problem_response(status: str, description: str) -> OpenAPIResponse:
-        title, members = examples[status]
-        example = {"type": "about:blank", "title": title, "status": int(status), **members}
+    def problem_response(error: ProblemError, description: str) -> OpenAPIResponse:
         media = OpenAPIMediaType(
-            schema=Reference(ref="#/components/schemas/Problem"),
-            examples={title: Example(summary=title, value=example)},
+            schema=Reference(ref="#/components/schemas/Problem"), examples={error.title: _example(error)}
         )
         return OpenAPIResponse(description=description, content={PROBLEM_JSON: media})
 
+    unauthorized = problem_response(
+        ProblemError(401, "token has expired"), "Missing, malformed, expired or foreign access token"
+    )
+    invalid = ProblemError(
+        400,
+        "Validation failed for POST /api/v1/chat/message",
+        errors=[{"message": "Object missing required field `content`", "key": "content", "source": "body"}],
+    )
     for item in (schema.paths or {}).values():
         for operation in (item.get, item.post, item.put, item.patch, item.delete):
             if operation is None or operation.responses is None:
                 continue
             responses = operation.responses
             if operation.security != [{}] and "401" not in responses:
-                responses["401"] = problem_response("401", "Missing, malformed, expired or foreign access token")
+                responses["401"] = unauthorized
             bad = responses.get("400")
             if isinstance(bad, OpenAPIResponse) and bad.content and PROBLEM_JSON not in bad.content:
-                responses["400"] = problem_response("400", bad.description)
+                responses["400"] = problem_response(invalid, bad.description)
 
 
 NOT_READY = documented(
