@@ -63,7 +63,7 @@ from bench.common import (
 from bench.tap import LettaTap, StreamMark
 from devstack.doubles.scripted_model import SLOW_WORDS
 from devstack.stack import Stack
-from service.clients.base import http_client
+from service.clients.http import http_client
 from service.clients.letta import LettaClient
 
 LONG_WORDS = 30

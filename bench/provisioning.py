@@ -41,7 +41,7 @@ from bench.common import (
     sign_up_user,
 )
 from devstack.stack import Stack
-from service.webhook_auth import sign_standard_webhook
+from devstack.standard_webhooks import sign_standard_webhook
 
 POLL_INTERVAL = 0.02
 ACTIVE_TIMEOUT = 120.0

@@ -8,11 +8,18 @@ messages and usage while RLS keeps the frontend to reading its own rows.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
 from service.settings import Settings
+
+# The pool's type in signatures: asyncpg's stubs make Pool generic, the runtime class is not (and Litestar
+# evaluates handler signatures at start-up).
+if TYPE_CHECKING:
+    Database = asyncpg.Pool[Any]
+else:
+    Database = asyncpg.Pool
 
 
 async def _init_connection(conn: asyncpg.Connection[Any]) -> None:
@@ -27,9 +34,9 @@ async def _keep_session(conn: asyncpg.Connection[Any]) -> None:
     transaction left open before the connection is reused."""
 
 
-async def create_pool(settings: Settings) -> asyncpg.Pool[Any]:
+async def create_pool(settings: Settings) -> Database:
     pool = await asyncpg.create_pool(
-        settings.database_url,
+        settings.database_url.get_secret_value(),
         min_size=settings.database_pool_min,
         max_size=settings.database_pool_max,
         # Prepared statements save a round trip per query; Supabase's *transaction* pooler (port 6543) cannot

@@ -14,12 +14,12 @@ The service role (``Principal.user_id is None``) is exempt: it is our own toolin
 
 Usage::
 
-    @get("/api/v1/agent/memory", guards=[rate_limit(MEMORY_BUCKET)])  # raises a 429 problem
+    @get("/api/v1/agent/memory", guards=[rate_limit(MEMORY_BUCKET)])  # raises DomainError("rate_limited")
 
-    decision = await check_rate_limit(state, principal, MEMORY_BUCKET)  # the decision, without raising
+    decision = await check_rate_limit(limiter, principal, MEMORY_BUCKET)  # the decision, without raising
 
 Chat turns (SSE, JSON and WebSocket) record their hit inside the one statement that starts a turn
-(``service.chat.turns``), with ``limit_of`` and ``decision`` from here: that hit is on the path to the first
+(``service.chat.store``), with ``limit_of`` and ``decision`` from here: that hit is on the path to the first
 token, and it is not fail-open (a turn needs the database anyway).
 """
 
@@ -36,12 +36,13 @@ from typing import Any, Protocol
 
 import asyncpg
 from litestar.connection import ASGIConnection
-from litestar.datastructures import State
 from litestar.handlers.base import BaseRouteHandler
 from litestar.types import Guard
 
 from service.auth.tokens import Principal
-from service.errors import ProblemError
+from service.db import Database
+from service.errors import DomainError
+from service.web.state import services_of
 
 logger = logging.getLogger("service.rate_limit")
 
@@ -72,18 +73,16 @@ class RateDecision:
     retry_after_seconds: int
     enforced: bool = True
 
-    def problem(self) -> ProblemError:
-        """The 429 for a refused hit."""
-        return ProblemError(
-            429,
+    def error(self) -> DomainError:
+        """The error for a refused hit (a 429 with ``Retry-After`` at the web edge)."""
+        return DomainError(
+            "rate_limited",
             f"rate limit for {self.bucket!r} reached ({self.limit} per {self.window_seconds} s); "
             f"retry in {self.retry_after_seconds} s",
-            title="Too Many Requests",
-            headers={"Retry-After": str(self.retry_after_seconds)},
+            retry_after=self.retry_after_seconds,
             bucket=self.bucket,
             limit=self.limit,
             window_seconds=self.window_seconds,
-            retry_after=self.retry_after_seconds,
         )
 
 
@@ -96,7 +95,7 @@ class PostgresRateLimiter:
 
     def __init__(
         self,
-        pool: asyncpg.Pool[Any],
+        pool: Database,
         limits: Mapping[str, tuple[int, int]],
         *,
         timeout_seconds: float = 2.0,
@@ -162,13 +161,11 @@ def _exempt(bucket: str) -> RateDecision:
     return RateDecision(True, bucket, 0, 0, 0, 0, enforced=False)
 
 
-async def check_rate_limit(state: State, principal: Principal | None, bucket: str) -> RateDecision:
+async def check_rate_limit(limiter: RateLimiter | None, principal: Principal | None, bucket: str) -> RateDecision:
     """Record a hit for ``principal`` and return the decision without raising.
 
-    Exempt (always allowed, ``enforced=False``): no principal, the service role, or no
-    ``state.rate_limiter`` configured.
+    Exempt (always allowed, ``enforced=False``): no principal, the service role, or no limiter.
     """
-    limiter: RateLimiter | None = getattr(state, "rate_limiter", None)
     if limiter is None or principal is None or principal.user_id is None:
         return _exempt(bucket)
     return await limiter.hit(principal.user_id, bucket)
@@ -181,9 +178,11 @@ def rate_limit(bucket: str) -> Guard:
         # scope.get, not connection.user: a public route has no user and is simply not limited here.
         user = connection.scope.get("user")
         principal = user if isinstance(user, Principal) else None
-        decision = await check_rate_limit(connection.app.state, principal, bucket)
+        # Guards get no dependency injection: the limiter comes from the services the app was wired with.
+        limiter = services_of(connection.app.state).rate_limiter
+        decision = await check_rate_limit(limiter, principal, bucket)
         if not decision.allowed:
-            raise decision.problem()
+            raise decision.error()
 
     return guard
 

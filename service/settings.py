@@ -1,21 +1,21 @@
-"""Settings, read from the environment once at start-up and validated as a whole.
+"""Settings, read from the environment once at start-up and validated as a whole (pydantic-settings).
 
 Every problem is collected before failing, so an operator fixes a bad deployment in one pass
-instead of one variable per restart.
+instead of one variable per restart. Secrets are ``SecretStr``: ``repr`` and logs show ``**********``.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from functools import lru_cache
-from typing import Any, TypeVar
+from typing import Annotated, Any
 from urllib.parse import urlparse
 
-import msgspec
-
-T = TypeVar("T")
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_core import ErrorDetails
+from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 
 class SettingsError(Exception):
@@ -26,199 +26,220 @@ class SettingsError(Exception):
         super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
-class Settings(msgspec.Struct, frozen=True, kw_only=True):
-    environment: str
-    log_level: str
-    host: str
-    port: int
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "environment": ("development", "test", "production"),
+    "log_level": ("debug", "info", "warning", "error"),
+    "database_prepared_statements": ("true", "false"),
+}
 
-    database_url: str
-    database_pool_min: int
-    database_pool_max: int
-    database_prepared_statements: bool
+# What a missing required variable should hold, appended to "<NAME> is required".
+_REQUIRED_HINTS = {
+    "DATABASE_URL": ": postgresql://user:password@host:5432/postgres",
+    "LITELLM_MASTER_KEY": ": the LiteLLM proxy's master key (sk-...)",
+    "SUPABASE_URL": " (an http(s) URL)",
+    "LETTA_BASE_URL": " (an http(s) URL)",
+    "LITELLM_BASE_URL": " (an http(s) URL)",
+}
 
-    supabase_url: str
-    supabase_anon_key: str | None
-    supabase_service_key: str | None
-    jwks_url: str
-    jwks_inline: dict[str, Any] | None
-    jwt_secret: str | None
-    jwt_audience: str
-    jwt_issuer: str
-    jwks_cache_seconds: int
 
-    letta_base_url: str
-    letta_api_token: str | None
+class _EnvironmentSource(EnvSettingsSource):
+    """The variables of ``env`` (only those: no ``.env`` file), trimmed; blank ones count as unset."""
 
-    litellm_base_url: str
-    litellm_master_key: str
+    def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]) -> None:
+        self._env = env  # read by _load_env_vars, which the base __init__ calls
+        super().__init__(settings_cls)
 
-    user_default_budget: float
-    user_budget_duration: str
-    llm_model: str
-    llm_context_window: int
-    embedding_model: str
-    embedding_dim: int
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return {name: value.strip() for name, value in self._env.items() if value.strip()}
 
-    webhook_secret: str | None
-    standard_webhook_secret: str | None
-    webhook_tolerance_seconds: int
-    provisioning_max_attempts: int
-    reconcile_interval_seconds: float
 
-    cors_allow_origins: list[str]
-    http_timeout_seconds: float
-    chat_max_message_bytes: int
-    rate_limit_chat_per_minute: int
-    rate_limit_memory_per_minute: int
+class Settings(BaseSettings):
+    """The service's configuration; each field reads the environment variable named in its ``validation_alias``."""
+
+    model_config = SettingsConfigDict(frozen=True, case_sensitive=True)
+
+    environment: str = Field("development", validation_alias="ENVIRONMENT")
+    log_level: str = Field("INFO", validation_alias="LOG_LEVEL")
+    host: str = Field("127.0.0.1", validation_alias="HOST")
+    port: int = Field(8000, ge=1, validation_alias="PORT")
+
+    database_url: SecretStr = Field(validation_alias="DATABASE_URL")
+    database_pool_min: int = Field(1, ge=0, validation_alias="DATABASE_POOL_MIN")
+    database_pool_max: int = Field(10, ge=1, validation_alias="DATABASE_POOL_MAX")
+    database_prepared_statements: bool = Field(True, validation_alias="DATABASE_PREPARED_STATEMENTS")
+
+    supabase_url: str = Field(validation_alias="SUPABASE_URL")
+    supabase_anon_key: SecretStr | None = Field(None, validation_alias="SUPABASE_ANON_KEY")
+    supabase_service_key: SecretStr | None = Field(None, validation_alias="SUPABASE_SERVICE_KEY")
+    # Both default to a path under SUPABASE_URL (see _derive_from_supabase_url).
+    jwks_url: str = Field(validation_alias="SUPABASE_JWKS_URL")
+    jwks_inline: Annotated[dict[str, Any] | None, NoDecode] = Field(None, validation_alias="SUPABASE_JWKS")
+    jwt_secret: SecretStr | None = Field(None, validation_alias="SUPABASE_JWT_SECRET")
+    jwt_audience: str = Field("authenticated", validation_alias="SUPABASE_JWT_AUDIENCE")
+    jwt_issuer: str = Field(validation_alias="SUPABASE_JWT_ISSUER")
+    jwks_cache_seconds: int = Field(600, ge=1, validation_alias="SUPABASE_JWKS_CACHE_SECONDS")
+
+    letta_base_url: str = Field(validation_alias="LETTA_BASE_URL")
+    letta_api_token: SecretStr | None = Field(None, validation_alias="LETTA_API_TOKEN")
+
+    litellm_base_url: str = Field(validation_alias="LITELLM_BASE_URL")
+    litellm_master_key: SecretStr = Field(validation_alias="LITELLM_MASTER_KEY")
+
+    user_default_budget: float = Field(10.0, ge=0.0, validation_alias="USER_DEFAULT_BUDGET")
+    user_budget_duration: str = Field("1mo", validation_alias="USER_BUDGET_DURATION")
+    llm_model: str = Field("gpt-4o-mini", validation_alias="LLM_MODEL")
+    llm_context_window: int = Field(32000, ge=1024, validation_alias="LLM_CONTEXT_WINDOW")
+    embedding_model: str = Field("text-embedding-3-small", validation_alias="EMBEDDING_MODEL")
+    embedding_dim: int = Field(1536, ge=1, validation_alias="EMBEDDING_DIM")
+
+    webhook_secret: Annotated[SecretStr, Field(min_length=32)] | None = Field(None, validation_alias="WEBHOOK_SECRET")
+    standard_webhook_secret: SecretStr | None = Field(None, validation_alias="STANDARD_WEBHOOK_SECRET")
+    webhook_tolerance_seconds: int = Field(300, ge=1, validation_alias="WEBHOOK_TOLERANCE_SECONDS")
+    provisioning_max_attempts: int = Field(8, ge=1, validation_alias="PROVISIONING_MAX_ATTEMPTS")
+    reconcile_interval_seconds: float = Field(30.0, ge=0.1, validation_alias="RECONCILE_INTERVAL_SECONDS")
+
+    # Comma-separated, not JSON.
+    cors_allow_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["http://localhost:3000"], validation_alias="CORS_ALLOW_ORIGINS"
+    )
+    http_timeout_seconds: float = Field(30.0, ge=0.1, validation_alias="HTTP_TIMEOUT_SECONDS")
+    # At most 64 KiB: the request body (256 KiB) and WebSocket frame caps must hold it even JSON-escaped.
+    chat_max_message_bytes: int = Field(16 * 1024, ge=1, le=64 * 1024, validation_alias="CHAT_MAX_MESSAGE_BYTES")
+    rate_limit_chat_per_minute: int = Field(20, ge=1, validation_alias="RATE_LIMIT_CHAT_PER_MINUTE")
+    rate_limit_memory_per_minute: int = Field(30, ge=1, validation_alias="RATE_LIMIT_MEMORY_PER_MINUTE")
 
     @property
     def is_production(self) -> bool:
         return self.environment == "production"
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """``Settings()`` reads ``os.environ`` as ``load_settings()`` does: no ``.env`` file, no secrets directory."""
+        return init_settings, _EnvironmentSource(settings_cls, os.environ)
 
-class _Reader:
-    """Reads typed values from a mapping and records every problem instead of stopping at the first."""
+    @classmethod
+    def _variable(cls, info: ValidationInfo) -> str:
+        """The environment variable of the field being validated."""
+        assert info.field_name is not None
+        return str(cls.model_fields[info.field_name].validation_alias)
 
-    def __init__(self, env: Mapping[str, str]) -> None:
-        self.env = env
-        self.problems: list[str] = []
+    @model_validator(mode="before")
+    @classmethod
+    def _derive_from_supabase_url(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        base = str(data.get("SUPABASE_URL", "")).rstrip("/")
+        defaults = {
+            "SUPABASE_JWKS_URL": f"{base}/auth/v1/.well-known/jwks.json",
+            "SUPABASE_JWT_ISSUER": f"{base}/auth/v1",
+        }
+        return defaults | data
 
-    def _raw(self, name: str) -> str | None:
-        value = self.env.get(name)
-        return value.strip() if value is not None and value.strip() else None
-
-    def _convert(self, name: str, default: T, convert: Callable[[str], T], expected: str) -> T:
-        raw = self._raw(name)
-        if raw is None:
-            return default
-        try:
-            return convert(raw)
-        except ValueError:
-            self.problems.append(f"{name}={raw!r} is not {expected}")
-            return default
-
-    def text(self, name: str, default: str | None = None) -> str | None:
-        return self._raw(name) or default
-
-    def required(self, name: str, hint: str) -> str:
-        value = self._raw(name)
-        if value is None:
-            self.problems.append(f"{name} is required: {hint}")
-            return ""
+    @field_validator(*_CHOICES, mode="before")
+    @classmethod
+    def _one_of(cls, value: Any, info: ValidationInfo) -> Any:
+        if not isinstance(value, str):
+            return value
+        value = value.lower()
+        choices = _CHOICES[str(info.field_name)]
+        if value not in choices:
+            raise ValueError(f"{cls._variable(info)}={value!r} must be one of {', '.join(choices)}")
         return value
 
-    def url(self, name: str, default: str | None = None, *, required: bool = True) -> str:
-        value = self._raw(name) or default
-        if value is None:
-            if required:
-                self.problems.append(f"{name} is required (an http(s) URL)")
-            return ""
+    @field_validator("log_level")
+    @classmethod
+    def _upper(cls, value: str) -> str:
+        return value.upper()
+
+    @field_validator("supabase_url", "jwks_url", "letta_base_url", "litellm_base_url")
+    @classmethod
+    def _http_url(cls, value: str, info: ValidationInfo) -> str:
         parsed = urlparse(value)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            self.problems.append(f"{name}={value!r} is not an http(s) URL")
+            raise ValueError(f"{cls._variable(info)}={value!r} is not an http(s) URL")
         return value.rstrip("/")
 
-    def integer(self, name: str, default: int, minimum: int = 0, maximum: int | None = None) -> int:
-        value = self._convert(name, default, int, "an integer")
-        if value < minimum:
-            self.problems.append(f"{name} must be >= {minimum}, got {value}")
-        if maximum is not None and value > maximum:
-            self.problems.append(f"{name} must be <= {maximum}, got {value}")
-        return value
-
-    def number(self, name: str, default: float, minimum: float = 0.0) -> float:
-        value = self._convert(name, default, float, "a number")
-        if value < minimum:
-            self.problems.append(f"{name} must be >= {minimum}, got {value}")
-        return value
-
-    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
-        value = (self._raw(name) or default).lower()
-        if value not in choices:
-            self.problems.append(f"{name}={value!r} must be one of {', '.join(choices)}")
-        return value
-
-    def json_object(self, name: str) -> dict[str, Any] | None:
-        raw = self._raw(name)
-        if raw is None:
-            return None
+    @field_validator("jwks_inline", mode="before")
+    @classmethod
+    def _jwks(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
         try:
-            value = json.loads(raw)
+            jwks = json.loads(value)
         except ValueError:
-            self.problems.append(f"{name} is not valid JSON")
-            return None
-        if not isinstance(value, dict) or not isinstance(value.get("keys"), list):
-            self.problems.append(f'{name} must be a JWKS object: {{"keys": [...]}}')
-            return None
+            raise ValueError("SUPABASE_JWKS is not valid JSON") from None
+        if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list):
+            raise ValueError('SUPABASE_JWKS must be a JWKS object: {"keys": [...]}')
+        return jwks
+
+    @field_validator("cors_allow_origins", mode="before")
+    @classmethod
+    def _csv(cls, value: Any) -> Any:
+        return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
+
+    # The two checks below span several fields. They are field validators reading the fields declared
+    # before theirs (info.data, which lacks the fields that failed) rather than a model validator, because
+    # pydantic runs model "after" validators only once every field is valid: this way their problems are
+    # reported together with every other one.
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _token_verification(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if value is None and info.data.get("jwks_inline") is None and info.data.get("jwks_url") == "":
+            raise ValueError("no way to verify access tokens: set SUPABASE_URL, SUPABASE_JWKS or SUPABASE_JWT_SECRET")
         return value
 
-    def csv(self, name: str, default: list[str]) -> list[str]:
-        raw = self._raw(name)
-        return default if raw is None else [part.strip() for part in raw.split(",") if part.strip()]
+    @field_validator("standard_webhook_secret")
+    @classmethod
+    def _webhook_verification(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith("whsec_"):
+            raise ValueError("STANDARD_WEBHOOK_SECRET must look like whsec_<base64> (Standard Webhooks secret)")
+        # A WEBHOOK_SECRET that failed its own check is absent from info.data: it is set, just wrong.
+        unset = "webhook_secret" in info.data and info.data["webhook_secret"] is None
+        if value is None and unset and info.data.get("environment") == "production":
+            raise ValueError("set WEBHOOK_SECRET and/or STANDARD_WEBHOOK_SECRET: signup webhooks cannot be verified")
+        return value
+
+
+def _problem(error: ErrorDetails) -> str:
+    """One validation error as a sentence naming the variable; never quotes a secret's value."""
+    name = str(error["loc"][0]) if error["loc"] else "settings"
+    value, ctx = error["input"], error.get("ctx", {})
+    match error["type"]:
+        case "missing":
+            return f"{name} is required{_REQUIRED_HINTS.get(name, '')}"
+        case "int_parsing" | "int_from_float" | "int_type":
+            return f"{name}={value!r} is not an integer"
+        case "float_parsing" | "float_type":
+            return f"{name}={value!r} is not a number"
+        case "greater_than_equal":
+            return f"{name} must be >= {ctx['ge']}, got {value}"
+        case "less_than_equal":
+            return f"{name} must be <= {ctx['le']}, got {value}"
+        case "too_short" | "string_too_short":
+            return f"{name} must be at least {ctx['min_length']} characters"
+        case "value_error":  # raised by Settings' validators, as a whole sentence
+            return str(ctx["error"])
+        case _:
+            return f"{name}: {error['msg']}"
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Build settings from ``env`` (default: ``os.environ``); raise ``SettingsError`` listing every problem."""
-    r = _Reader(os.environ if env is None else env)
-    environment = r.choice("ENVIRONMENT", "development", ("development", "test", "production"))
-    supabase_url = r.url("SUPABASE_URL")
-    jwt_secret = r.text("SUPABASE_JWT_SECRET")
-    jwks_inline = r.json_object("SUPABASE_JWKS")
-    webhook_secret = r.text("WEBHOOK_SECRET")
-    standard_webhook_secret = r.text("STANDARD_WEBHOOK_SECRET")
-    if standard_webhook_secret is not None and not standard_webhook_secret.startswith("whsec_"):
-        r.problems.append("STANDARD_WEBHOOK_SECRET must look like whsec_<base64> (Standard Webhooks secret)")
-    if webhook_secret is not None and len(webhook_secret) < 32:
-        r.problems.append("WEBHOOK_SECRET must be at least 32 characters")
-    if environment == "production" and webhook_secret is None and standard_webhook_secret is None:
-        r.problems.append("set WEBHOOK_SECRET and/or STANDARD_WEBHOOK_SECRET: signup webhooks cannot be verified")
-
-    settings = Settings(
-        environment=environment,
-        log_level=r.choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper(),
-        host=r.text("HOST", "127.0.0.1") or "127.0.0.1",
-        port=r.integer("PORT", 8000, minimum=1),
-        database_url=r.required("DATABASE_URL", "postgresql://user:password@host:5432/postgres"),
-        database_pool_min=r.integer("DATABASE_POOL_MIN", 1, minimum=0),
-        database_pool_max=r.integer("DATABASE_POOL_MAX", 10, minimum=1),
-        database_prepared_statements=r.choice("DATABASE_PREPARED_STATEMENTS", "true", ("true", "false")) == "true",
-        supabase_url=supabase_url,
-        supabase_anon_key=r.text("SUPABASE_ANON_KEY"),
-        supabase_service_key=r.text("SUPABASE_SERVICE_KEY"),
-        jwks_url=r.url("SUPABASE_JWKS_URL", f"{supabase_url}/auth/v1/.well-known/jwks.json", required=False),
-        jwks_inline=jwks_inline,
-        jwt_secret=jwt_secret,
-        jwt_audience=r.text("SUPABASE_JWT_AUDIENCE", "authenticated") or "authenticated",
-        jwt_issuer=r.text("SUPABASE_JWT_ISSUER", f"{supabase_url}/auth/v1") or "",
-        jwks_cache_seconds=r.integer("SUPABASE_JWKS_CACHE_SECONDS", 600, minimum=1),
-        letta_base_url=r.url("LETTA_BASE_URL"),
-        letta_api_token=r.text("LETTA_API_TOKEN"),
-        litellm_base_url=r.url("LITELLM_BASE_URL"),
-        litellm_master_key=r.required("LITELLM_MASTER_KEY", "the LiteLLM proxy's master key (sk-...)"),
-        user_default_budget=r.number("USER_DEFAULT_BUDGET", 10.0),
-        user_budget_duration=r.text("USER_BUDGET_DURATION", "1mo") or "1mo",
-        llm_model=r.text("LLM_MODEL", "gpt-4o-mini") or "gpt-4o-mini",
-        llm_context_window=r.integer("LLM_CONTEXT_WINDOW", 32000, minimum=1024),
-        embedding_model=r.text("EMBEDDING_MODEL", "text-embedding-3-small") or "text-embedding-3-small",
-        embedding_dim=r.integer("EMBEDDING_DIM", 1536, minimum=1),
-        webhook_secret=webhook_secret,
-        standard_webhook_secret=standard_webhook_secret,
-        webhook_tolerance_seconds=r.integer("WEBHOOK_TOLERANCE_SECONDS", 300, minimum=1),
-        provisioning_max_attempts=r.integer("PROVISIONING_MAX_ATTEMPTS", 8, minimum=1),
-        reconcile_interval_seconds=r.number("RECONCILE_INTERVAL_SECONDS", 30.0, minimum=0.1),
-        cors_allow_origins=r.csv("CORS_ALLOW_ORIGINS", ["http://localhost:3000"]),
-        http_timeout_seconds=r.number("HTTP_TIMEOUT_SECONDS", 30.0, minimum=0.1),
-        # At most 64 KiB: the request body (256 KiB) and WebSocket frame caps must hold it even JSON-escaped.
-        chat_max_message_bytes=r.integer("CHAT_MAX_MESSAGE_BYTES", 16 * 1024, minimum=1, maximum=64 * 1024),
-        rate_limit_chat_per_minute=r.integer("RATE_LIMIT_CHAT_PER_MINUTE", 20, minimum=1),
-        rate_limit_memory_per_minute=r.integer("RATE_LIMIT_MEMORY_PER_MINUTE", 30, minimum=1),
-    )
-    if jwks_inline is None and jwt_secret is None and not settings.jwks_url:
-        r.problems.append("no way to verify access tokens: set SUPABASE_URL, SUPABASE_JWKS or SUPABASE_JWT_SECRET")
-    if r.problems:
-        raise SettingsError(r.problems)
-    return settings
+    source = _EnvironmentSource(Settings, os.environ if env is None else env)
+    try:
+        # Without the pydantic mypy plugin, mypy sees an __init__ taking the fields, not BaseSettings.__init__.
+        return Settings(_build_sources=((source,), {}))  # type: ignore[call-arg]
+    except ValidationError as exc:
+        # from None: the ValidationError's text quotes input values, secrets included.
+        raise SettingsError([_problem(error) for error in exc.errors()]) from None
 
 
 @lru_cache(maxsize=1)

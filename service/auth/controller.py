@@ -6,11 +6,14 @@ from typing import Any
 
 import msgspec
 from litestar import Controller, Request, get
-from litestar.datastructures import State
+from litestar.di import NamedDependency
 
 from service.auth.tokens import Principal
-from service.openapi import PROFILE_EXAMPLE, USER_ID, ok, problem
-from service.profiles import Profile, get_profile
+from service.db import Database
+from service.users.profiles import get_profile
+from service.users.schemas import ProfileOut
+from service.web.examples import PROFILE_EXAMPLE, USER_ID
+from service.web.openapi import ok, problem
 
 # Claims worth returning to the caller; everything else in a Supabase token is session plumbing.
 _PUBLIC_CLAIMS = (
@@ -33,7 +36,7 @@ class MeResponse(msgspec.Struct):
     user_id: str | None
     role: str
     claims: dict[str, Any]
-    profile: Profile | None
+    profile: ProfileOut | None
 
 
 class AuthController(Controller):
@@ -66,9 +69,11 @@ class AuthController(Controller):
             401: problem(401, "token has expired"),
         },
     )
-    async def me(self, request: Request[Principal, str, Any], state: State) -> MeResponse:
+    async def me(self, request: Request[Principal, str, Any], db: NamedDependency[Database]) -> MeResponse:
         principal = request.user
-        profile = await get_profile(state.db, principal.user_id) if principal.user_id else None
+        profile = await get_profile(db, principal.user_id) if principal.user_id else None
         claims = {k: principal.claims[k] for k in _PUBLIC_CLAIMS if k in principal.claims}
         user_id = str(principal.user_id) if principal.user_id else None
-        return MeResponse(user_id=user_id, role=principal.role, claims=claims, profile=profile)
+        return MeResponse(
+            user_id=user_id, role=principal.role, claims=claims, profile=ProfileOut.of(profile) if profile else None
+        )

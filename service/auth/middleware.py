@@ -15,6 +15,7 @@ from litestar.exceptions import NotAuthorizedException
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult, DefineMiddleware
 
 from service.auth.tokens import InvalidToken, Principal, TokenVerifier
+from service.web.state import services_of
 
 # Regexes matched against the path by Litestar.
 PUBLIC_PATHS = [
@@ -46,9 +47,12 @@ async def authenticate_token(token: str, verifier: TokenVerifier, service_key: s
 
 class SupabaseAuthMiddleware(AbstractAuthenticationMiddleware):
     async def authenticate_request(self, connection: ASGIConnection[Any, Any, Any, Any]) -> AuthenticationResult:
-        state = connection.app.state
+        services = services_of(connection.app.state)
         token = bearer_token(connection.headers.get("authorization"))
-        principal = await authenticate_token(token, state.token_verifier, state.settings.supabase_service_key)
+        service_key = services.settings.supabase_service_key
+        principal = await authenticate_token(
+            token, services.tokens, service_key.get_secret_value() if service_key else None
+        )
         return AuthenticationResult(user=principal, auth=token)
 
 

@@ -1,10 +1,11 @@
-"""Chat request/response shapes."""
+"""What the chat routes take and answer with (the table rows are read in ``store``)."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 import msgspec
 
@@ -13,13 +14,14 @@ class ChatMessageIn(msgspec.Struct, forbid_unknown_fields=True):
     content: str
 
 
-class StoredMessage(msgspec.Struct, kw_only=True):
+class ChatMessage(msgspec.Struct, kw_only=True):
+    """A stored message as the history and the export show it."""
+
     id: uuid.UUID
     turn_id: uuid.UUID
     role: str
     content: str
     status: str
-    error: str | None
     prompt_tokens: int | None
     completion_tokens: int | None
     tokens_used: int | None
@@ -27,9 +29,13 @@ class StoredMessage(msgspec.Struct, kw_only=True):
     model: str | None
     created_at: datetime
 
+    @classmethod
+    def of(cls, row: Any) -> ChatMessage:
+        return cls(**{name: row[name] for name in cls.__struct_fields__})
+
 
 class HistoryPage(msgspec.Struct):
-    messages: list[StoredMessage]
+    messages: list[ChatMessage]
     next_cursor: str | None
 
 
@@ -50,6 +56,3 @@ class ChatReply(msgspec.Struct, kw_only=True):
 
 class CancelResult(msgspec.Struct):
     cancelled: bool
-
-
-HISTORY_COLUMNS = ", ".join(StoredMessage.__struct_fields__)

@@ -24,14 +24,17 @@ from typing import Any, Literal
 
 import msgspec
 from litestar import WebSocket, websocket
-from litestar.datastructures import State
+from litestar.di import NamedDependency
 from litestar.exceptions import NotAuthorizedException, WebSocketDisconnect
 
 from service.auth.middleware import authenticate_token
-from service.auth.tokens import Principal
-from service.chat.controller import validate_content
-from service.chat.turns import ChatService, Turn, turn_in_progress
-from service.errors import ProblemError
+from service.auth.tokens import Principal, TokenVerifier
+from service.chat.errors import no_turn, turn_in_progress, validate_content
+from service.chat.service import ChatService, Turn
+from service.chat.sse import present
+from service.errors import DomainError
+from service.settings import Settings
+from service.web.problems import error_frame
 
 logger = logging.getLogger("service.chat")
 
@@ -39,20 +42,6 @@ AUTH_TIMEOUT_SECONDS = 10.0
 MAX_FRAME_BYTES = 256 * 1024
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_TOO_LARGE = 1009
-
-_PROBLEM_CODES = {
-    402: "budget_exceeded",
-    409: "turn_in_progress",
-    413: "message_too_large",
-    422: "invalid_message",
-    429: "rate_limited",
-    503: "agent_unavailable",
-    504: "agent_timeout",
-}
-
-
-# Problem-details extension members worth passing on in an error frame.
-_FORWARDED_MEMBERS = ("spend", "max_budget", "retry_after", "turn_id", "limit", "window_seconds")
 
 
 class ClientFrame(msgspec.Struct, forbid_unknown_fields=True):
@@ -62,10 +51,13 @@ class ClientFrame(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class ChatSocket:
-    def __init__(self, socket: WebSocket[Any, Any, Any], state: State) -> None:
+    def __init__(
+        self, socket: WebSocket[Any, Any, Any], chat: ChatService, tokens: TokenVerifier, settings: Settings
+    ) -> None:
         self.socket = socket
-        self.state = state
-        self.chat: ChatService = state.chat
+        self.chat = chat
+        self.tokens = tokens
+        self.max_message_bytes = settings.chat_max_message_bytes
         self.principal: Principal | None = None
         self.turn: Turn | None = None
         self.forwarder: asyncio.Task[None] | None = None
@@ -94,7 +86,7 @@ class ChatSocket:
 
     async def authenticate(self, token: str | None) -> bool:
         try:
-            principal = await authenticate_token(token or "", self.state.token_verifier, None)
+            principal = await authenticate_token(token or "", self.tokens, None)
         except NotAuthorizedException as exc:
             await self.error("unauthorized", exc.detail, 401)
             return False
@@ -133,7 +125,7 @@ class ChatSocket:
                 if self.turn is not None:
                     await self.chat.cancel(self.turn)
                 else:
-                    await self.error("no_turn", "no reply is being written right now", 404)
+                    await self.send(error_frame(no_turn()))
             elif frame.type == "message":
                 await self.start_turn(frame.content or "")
 
@@ -145,23 +137,22 @@ class ChatSocket:
         try:
             if self.turn is not None:
                 raise turn_in_progress()
-            validate_content(content, self.state.settings.chat_max_message_bytes)
+            validate_content(content, self.max_message_bytes)
             self.turn = await self.chat.start(self.principal.user_id, content)
-        except ProblemError as exc:
-            code = _PROBLEM_CODES.get(exc.status_code, "error")
-            extra = {k: v for k, v in exc.members.items() if k in _FORWARDED_MEMBERS}
-            await self.error(code, exc.detail, exc.status_code, **extra)
+        except DomainError as exc:
+            await self.send(error_frame(exc))
             return
         except Exception:
             # Over HTTP this is a 500 problem; here the socket stays open for the next message.
             logger.exception("could not start a turn over WebSocket")
-            await self.error("internal", "the message could not be handled; please retry", 500)
+            await self.send(error_frame(DomainError("internal")))
             return
         self.forwarder = asyncio.create_task(self.forward(self.turn))
 
     async def forward(self, turn: Turn) -> None:
         try:
-            async for name, data in turn.events():
+            async for event in turn.events():
+                name, data = present(event)
                 await self.send({"type": name, **data})
         finally:
             self.turn = None
@@ -173,9 +164,14 @@ class ChatSocket:
 
 
 @websocket("/api/v1/chat/stream", name="chat_stream")
-async def chat_stream(socket: WebSocket[Any, Any, Any], state: State) -> None:
+async def chat_stream(
+    socket: WebSocket[Any, Any, Any],
+    chat: NamedDependency[ChatService],
+    tokens: NamedDependency[TokenVerifier],
+    settings: NamedDependency[Settings],
+) -> None:
     """Chat over WebSocket (first message authenticates). See the module docstring for the protocol."""
-    session = ChatSocket(socket, state)
+    session = ChatSocket(socket, chat, tokens, settings)
     try:
         await session.run()
     except WebSocketDisconnect:

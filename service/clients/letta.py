@@ -7,9 +7,6 @@ already checked belong to the caller (see ``service.provisioning``). The SDK ret
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -17,48 +14,15 @@ from urllib.parse import quote
 
 import httpx
 import letta_client
-import msgspec
 from letta_client import AsyncLetta
 
-from service.clients.base import UpstreamError, error_from_response, probe
+from service.clients.errors import UpstreamError
+from service.clients.http import probe
+from service.clients.letta_stream import SERVICE, STREAM_TIMEOUT, LettaStream, translate
 
-SERVICE = "letta"
-logger = logging.getLogger("service.letta")
 T = TypeVar("T")
-# A busy Letta may take long to start a turn (it queues for the LLM and its database); once streaming, it
-# sends keep-alive pings, so a long read timeout never holds a dead connection for long.
-STREAM_TIMEOUT = httpx.Timeout(connect=5.0, read=120.0, write=30.0, pool=30.0)
 # A cancel is sent when a turn already went wrong: it must not hold the caller up for long.
 CANCEL_TIMEOUT_SECONDS = 5.0
-
-
-def user_tag(user_id: str) -> str:
-    return f"user:{user_id}"
-
-
-def provider_name(user_id: str) -> str:
-    return f"user-{user_id}"
-
-
-def agent_name(user_id: str) -> str:
-    return f"agent-{user_id}"
-
-
-def _translate(exc: Exception) -> UpstreamError:
-    """An SDK or httpx error as ``UpstreamError``."""
-    if isinstance(exc, letta_client.APIStatusError):
-        status = exc.status_code
-        return UpstreamError(
-            SERVICE, f"HTTP {status}: {str(exc)[:2000]}", status=status, transient=status >= 500 or status in (408, 429)
-        )
-    cause = f" ({exc.__cause__})" if exc.__cause__ else ""
-    # The SDK wraps httpx's error: look at that. A connect timeout never reached Letta; any other timeout came
-    # after the request went out, and Letta may still act on it.
-    transport = exc.__cause__ if isinstance(exc, letta_client.APIConnectionError) and exc.__cause__ else exc
-    timed_out = isinstance(transport, httpx.TimeoutException | letta_client.APITimeoutError) and not isinstance(
-        transport, httpx.ConnectTimeout
-    )
-    return UpstreamError(SERVICE, f"{type(exc).__name__}: {exc}{cause}", transient=True, timed_out=timed_out)
 
 
 @asynccontextmanager
@@ -66,7 +30,7 @@ async def _letta_errors() -> AsyncIterator[None]:
     try:
         yield
     except (letta_client.APIError, httpx.HTTPError) as exc:
-        raise _translate(exc) from exc
+        raise translate(exc) from exc
 
 
 class LettaClient:
@@ -125,11 +89,11 @@ class LettaClient:
                 raise
 
     # -- agents -----------------------------------------------------------------------------------------
-    async def agents_of(self, user_id: str) -> list[Any]:
-        """Every agent tagged as the user's, oldest first."""
+    async def agents_tagged(self, tag: str) -> list[Any]:
+        """Every agent carrying ``tag`` (a user's tag: see ``service.agents.spec``), oldest first."""
 
         async def collect() -> list[Any]:
-            page = await self.sdk.agents.list(tags=[user_tag(user_id)], match_all_tags=True, limit=50)
+            page = await self.sdk.agents.list(tags=[tag], match_all_tags=True, limit=50)
             agents = list(page.items)
             return sorted(agents, key=lambda a: (str(a.created_at or ""), a.id))
 
@@ -160,9 +124,9 @@ class LettaClient:
             if response.is_error:
                 await response.aread()
                 await response.aclose()
-                raise error_from_response(SERVICE, response)
+                raise UpstreamError.from_response(SERVICE, response)
         except httpx.HTTPError as exc:
-            raise _translate(exc) from exc
+            raise translate(exc) from exc
         return LettaStream(response)
 
     def turn_request(self, agent_id: str, content: str) -> httpx.Request:
@@ -226,111 +190,3 @@ class LettaClient:
         except UpstreamError as exc:
             if exc.status != 404:
                 raise
-
-
-class ToolCall(msgspec.Struct):
-    name: str | None = None
-    arguments: str | None = None
-    tool_call_id: str | None = None
-
-
-class ContentPart(msgspec.Struct):
-    text: str | None = None
-
-
-class LettaEvent(msgspec.Struct):
-    """One event of Letta's stream: the fields the service reads, whatever the ``message_type``."""
-
-    message_type: str | None = None
-    id: str | None = None
-    run_id: str | None = None
-    seq_id: int | None = None
-    content: str | list[ContentPart] | None = None
-    tool_call: ToolCall | None = None
-    tool_calls: list[ToolCall] | ToolCall | None = None  # a list, or one delta while token streaming
-    name: str | None = None
-    status: str | None = None
-    tool_call_id: str | None = None
-    tool_return: Any = None
-    stop_reason: str | None = None
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    total_tokens: int | None = None
-    step_count: int | None = None
-    error_type: str | None = None
-    message: str | None = None
-    detail: str | None = None
-
-
-_decode_event = msgspec.json.Decoder(LettaEvent).decode
-
-
-class LettaStream:
-    """Letta's Server-Sent Events as ``LettaEvent``s, until ``data: [DONE]``.
-
-    An ``event: error`` (Letta's in-stream failure) raises ``UpstreamError`` with the stream's status, and
-    transport failures raise transient ones.
-    """
-
-    def __init__(self, response: httpx.Response) -> None:
-        self._response = response
-        self._lines = response.aiter_lines()
-        self._finished = False  # [DONE] was read
-        self._closed = False
-
-    async def __aiter__(self) -> AsyncIterator[LettaEvent]:
-        kind = ""
-        try:
-            async for line in self._lines:
-                if line.startswith("event:"):
-                    kind = line[6:].strip()
-                elif line.startswith("data:"):
-                    data = line[5:].strip()
-                    if data == "[DONE]":
-                        self._finished = True
-                        return
-                    if kind == "error":
-                        raise UpstreamError(
-                            SERVICE,
-                            f"HTTP {self._response.status_code}: {data[:2000]}",
-                            status=self._response.status_code,
-                            transient=False,
-                        )
-                    try:
-                        event = _decode_event(data)
-                    except msgspec.DecodeError as exc:
-                        # A shape we do not know must not end the turn: skip it, and say so.
-                        logger.warning("skipped an unreadable Letta event", extra={"error": str(exc)})
-                        continue
-                    yield event
-                elif not line:
-                    kind = ""
-        except httpx.HTTPError as exc:
-            raise _translate(exc) from exc
-
-    async def close(self) -> None:
-        """Release the response. After [DONE], Letta still finishes its run before it ends the body (~100 ms):
-        that rest is read in the background, so the turn is not held up and the connection, read to its end,
-        goes back to the pool (closed mid-body, it would be dropped and the next turn would open a new one)."""
-        if self._closed:  # a cancel and the turn's own clean-up may both close it
-            return
-        self._closed = True
-        if not self._finished:
-            await self._response.aclose()
-            return
-        task = asyncio.get_running_loop().create_task(self._drain())
-        _draining.add(task)
-        task.add_done_callback(_draining.discard)
-
-    async def _drain(self) -> None:
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(DRAIN_SECONDS):
-                async for _ in self._lines:
-                    pass
-        with contextlib.suppress(Exception):
-            await self._response.aclose()
-
-
-# How long a finished stream may take to end its body before its connection is dropped instead.
-DRAIN_SECONDS = 10.0
-_draining: set[asyncio.Task[None]] = set()  # strong references: the event loop keeps only weak ones

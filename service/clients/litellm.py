@@ -9,7 +9,8 @@ from typing import Any
 
 import httpx
 
-from service.clients.base import UpstreamError, error_from_exception, error_from_response, probe
+from service.clients.errors import UpstreamError
+from service.clients.http import probe
 
 SERVICE = "litellm"
 
@@ -24,9 +25,9 @@ class LiteLLMClient:
         try:
             response = await self._http.request(method, f"{self.base_url}{path}", headers=self._headers, **kwargs)
         except httpx.HTTPError as exc:
-            raise error_from_exception(SERVICE, exc) from exc
+            raise UpstreamError.from_transport(SERVICE, exc) from exc
         if response.status_code >= 400:
-            raise error_from_response(SERVICE, response)
+            raise UpstreamError.from_response(SERVICE, response)
         try:
             return response.json()
         except ValueError as exc:

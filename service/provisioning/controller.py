@@ -12,14 +12,15 @@ from typing import Any, Literal
 
 import msgspec
 from litestar import Controller, Request, Response, post
-from litestar.datastructures import State
+from litestar.di import NamedDependency
 from litestar.exceptions import NotAuthorizedException
 
-from service.errors import ProblemError
-from service.openapi import USER_ID, ok, problem
 from service.provisioning.service import Provisioner
+from service.provisioning.webhook_auth import WebhookAuthError, verify_shared_secret, verify_standard_webhook
 from service.settings import Settings
-from service.webhook_auth import WebhookAuthError, verify_shared_secret, verify_standard_webhook
+from service.web.examples import USER_ID
+from service.web.openapi import ok, problem
+from service.web.problems import ProblemError
 
 MAX_WEBHOOK_BYTES = 64 * 1024
 
@@ -46,10 +47,13 @@ class WebhookAccepted(msgspec.Struct):
 
 def authenticate_webhook(settings: Settings, headers: Any, body: bytes) -> None:
     try:
-        if "webhook-signature" in headers and settings.standard_webhook_secret:
-            verify_standard_webhook(settings.standard_webhook_secret, headers, body, settings.webhook_tolerance_seconds)
-        elif settings.webhook_secret:
-            verify_shared_secret(settings.webhook_secret, headers.get("x-webhook-secret"))
+        signing_secret, shared_secret = settings.standard_webhook_secret, settings.webhook_secret
+        if "webhook-signature" in headers and signing_secret:
+            verify_standard_webhook(
+                signing_secret.get_secret_value(), headers, body, settings.webhook_tolerance_seconds
+            )
+        elif shared_secret:
+            verify_shared_secret(shared_secret.get_secret_value(), headers.get("x-webhook-secret"))
         else:
             raise WebhookAuthError("no webhook secret is configured on the service")
     except WebhookAuthError as exc:
@@ -78,16 +82,20 @@ class WebhookController(Controller):
             413: problem(413, f"webhook body is over {MAX_WEBHOOK_BYTES} bytes"),
         },
     )
-    async def auth_users(self, request: Request[Any, Any, Any], state: State) -> Response[WebhookAccepted]:
+    async def auth_users(
+        self,
+        request: Request[Any, Any, Any],
+        settings: NamedDependency[Settings],
+        provisioner: NamedDependency[Provisioner],
+    ) -> Response[WebhookAccepted]:
         body = await request.body()  # Litestar enforces request_max_body_size (413) while reading
-        authenticate_webhook(state.settings, request.headers, body)
+        authenticate_webhook(settings, request.headers, body)
         try:
             event = msgspec.json.decode(body, type=AuthUsersWebhook)
         except msgspec.ValidationError as exc:
             raise ProblemError(400, f"webhook payload is not an auth.users event: {exc}") from exc
         except msgspec.DecodeError as exc:
             raise ProblemError(400, "webhook body is not valid JSON") from exc
-        provisioner: Provisioner = state.provisioner
         if event.type == "DELETE":
             if event.old_record is None:
                 raise ProblemError(400, "a DELETE event needs old_record.id")

@@ -11,7 +11,7 @@ import uuid
 import pytest
 
 from devstack.gotrue import delete_user
-from service.webhook_auth import sign_standard_webhook
+from devstack.standard_webhooks import sign_standard_webhook
 from tests.e2e.conftest import StackClient
 
 pytestmark = pytest.mark.e2e

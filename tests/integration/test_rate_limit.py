@@ -7,20 +7,20 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from types import SimpleNamespace
 from typing import Any
 
 import asyncpg
 import pytest
 from litestar import Litestar, get
-from litestar.datastructures import State
 from litestar.middleware import ASGIMiddleware
 from litestar.testing import AsyncTestClient
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from devstack.gotrue import sign_up
 from service.auth.tokens import Principal
-from service.errors import exception_handlers
 from service.rate_limit import PostgresRateLimiter, RateDecision, check_rate_limit, rate_limit
+from service.web.problems import exception_handlers
 
 pytestmark = pytest.mark.integration
 
@@ -123,13 +123,13 @@ async def test_fails_open_when_the_database_is_unavailable(database_url: str, us
 
 
 async def test_check_rate_limit_returns_the_decision(pool: asyncpg.Pool[Any], user_id: uuid.UUID) -> None:
-    state = State({"rate_limiter": PostgresRateLimiter(pool, {"chat": (1, HOUR)})})
+    limiter = PostgresRateLimiter(pool, {"chat": (1, HOUR)})
     user = Principal(role="authenticated", claims={}, user_id=user_id)
-    assert (await check_rate_limit(state, user, "chat")).allowed
-    refused = await check_rate_limit(state, user, "chat")
+    assert (await check_rate_limit(limiter, user, "chat")).allowed
+    refused = await check_rate_limit(limiter, user, "chat")
     assert not refused.allowed and refused.retry_after_seconds > 0
     service = Principal(role="service_role", claims={"role": "service_role"}, user_id=None)
-    assert (await check_rate_limit(state, service, "chat")).allowed
+    assert (await check_rate_limit(limiter, service, "chat")).allowed
 
 
 # ---------------------------------------------------------------------------- HTTP guard
@@ -158,7 +158,8 @@ async def client(database_url: str) -> AsyncIterator[AsyncTestClient[Litestar]]:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         # Created on the app's own event loop (the test client runs the app on another one), as in service.app.
         async with asyncpg.create_pool(database_url, min_size=1, max_size=2, statement_cache_size=0) as pool:
-            app.state.rate_limiter = PostgresRateLimiter(pool, {"chat": (2, 60)})
+            # The guard finds the limiter among the services the app was wired with.
+            app.state.services = SimpleNamespace(rate_limiter=PostgresRateLimiter(pool, {"chat": (2, 60)}))
             yield
 
     app = Litestar(

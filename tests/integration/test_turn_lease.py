@@ -9,8 +9,8 @@ import asyncpg
 import pytest
 
 from devstack.gotrue import sign_up
-from service.chat.turns import ChatService
-from service.errors import ProblemError
+from service.chat.service import ChatService
+from service.errors import DomainError
 
 pytestmark = pytest.mark.integration
 
@@ -29,9 +29,9 @@ async def test_a_live_lease_on_one_replica_blocks_the_other(replicas, database_u
     a, b, _ = replicas
     user_id = await sign_up(database_url, f"{uuid.uuid4().hex[:8]}@example.com")
     lease = await a.acquire_lease(user_id)
-    with pytest.raises(ProblemError) as refused:
+    with pytest.raises(DomainError) as refused:
         await b.acquire_lease(user_id)
-    assert refused.value.status_code == 409
+    assert refused.value.code == "turn_in_progress"  # a 409 at the web edge
     await a.release_lease(user_id, lease)
     assert await b.acquire_lease(user_id)
 

@@ -12,9 +12,9 @@ import asyncpg
 import pytest
 
 from devstack.gotrue import sign_up
-from service.billing import Prices
-from service.chat.turns import ChatService, Turn
-from service.profiles import get_profile
+from service.billing.budgets import Prices
+from service.chat.service import ChatService, Turn
+from service.users.profiles import ReadyProfile, get_profile
 from tests.integration.support import service_settings
 
 pytestmark = pytest.mark.integration
@@ -46,8 +46,9 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
 
 async def a_turn(chat: ChatService, pool: asyncpg.Pool, database_url: str) -> Turn:
     user_id = await sign_up(database_url, f"{uuid.uuid4().hex[:8]}@example.com")
-    profile = await get_profile(pool, user_id)
-    assert profile is not None
+    row = await get_profile(pool, user_id)
+    assert row is not None
+    profile = ReadyProfile(id=row.id, email=row.email, display_name=row.display_name, agent_id="agent-x", model=None)
     content = "hello"
     turn_id = await chat.acquire_lease(user_id)
     message_id = await pool.fetchval(

@@ -14,6 +14,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -22,11 +23,13 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from pytest_httpx import HTTPXMock
 
-from service.auth.passthrough import NOT_CONFIGURED, UNREACHABLE, AuthPassthroughController, _RequestScopedGoTrue
-from service.clients.base import UpstreamError
-from service.errors import PROBLEM_JSON, exception_handlers
+from service.auth.passthrough.controller import NOT_CONFIGURED, UNREACHABLE, AuthPassthroughController
+from service.auth.passthrough.gotrue import RequestScopedGoTrue
+from service.clients.errors import UpstreamError
+from service.clients.supabase_admin import delete_auth_user
 from service.settings import load_settings
-from service.supabase_admin import delete_auth_user
+from service.web.problems import PROBLEM_JSON, exception_handlers
+from service.wiring import DEPENDENCIES
 
 SUPABASE_URL = "https://project.supabase.co"
 AUTH = f"{SUPABASE_URL}/auth/v1"
@@ -111,12 +114,13 @@ def build_app(env: dict[str, str] | None = None) -> Litestar:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with httpx.AsyncClient(timeout=5.0) as http:
-            app.state.settings = settings
-            app.state.http = http
+            # The two services the pass-through uses, where the wiring's providers look for them.
+            app.state.services = SimpleNamespace(settings=settings, http=http)
             yield
 
     return Litestar(
         route_handlers=[AuthPassthroughController],
+        dependencies=DEPENDENCIES,
         exception_handlers=exception_handlers,
         lifespan=[lifespan],
         logging_config=None,
@@ -248,13 +252,13 @@ async def test_the_gotrue_client_keeps_no_session_and_schedules_no_refresh(httpx
     httpx_mock.add_response(method="POST", url=f"{AUTH}/token?grant_type=password", json=TOKEN_RESPONSE)
     async with httpx.AsyncClient() as http:
         tasks_before = len(asyncio.all_tasks())
-        gotrue = _RequestScopedGoTrue(AUTH, ANON_KEY, http)
+        gotrue = RequestScopedGoTrue(AUTH, ANON_KEY, http)
         await gotrue.sign_in_with_password({"email": EMAIL, "password": PASSWORD})
         assert gotrue._refresh_token_timer is None
         assert len(asyncio.all_tasks()) == tasks_before
         # Nothing reached the (per-instance) storage, and a fresh client knows nothing.
         assert await gotrue._storage.get_item(gotrue._storage_key) is None
-        assert await _RequestScopedGoTrue(AUTH, ANON_KEY, http).get_session() is None
+        assert await RequestScopedGoTrue(AUTH, ANON_KEY, http).get_session() is None
         assert not http.is_closed  # the shared pool must survive the request
 
 

@@ -10,7 +10,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import httpx
 import pytest
 
-from service.clients.base import UpstreamError, http_client
+from service.clients.errors import UpstreamError
+from service.clients.http import http_client
 from service.clients.letta import LettaClient
 
 Behaviour = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]

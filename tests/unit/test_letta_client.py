@@ -20,10 +20,12 @@ import httpx
 import pytest
 from pytest_httpx import HTTPXMock, IteratorStream
 
-from service.clients import letta as letta_module
-from service.clients.base import UpstreamError
-from service.clients.letta import LettaClient, LettaStream, agent_name, provider_name, user_tag
-from service.retry import with_retries
+from service.agents.spec import agent_name, provider_name, user_tag
+from service.clients import letta_stream as letta_stream_module
+from service.clients.errors import UpstreamError
+from service.clients.letta import LettaClient
+from service.clients.letta_stream import LettaStream
+from service.clients.retry import with_retries
 
 BASE = "http://letta.test:8283"
 LITELLM_V1 = "http://litellm.test:4000/v1"
@@ -362,7 +364,7 @@ async def test_agents_of_filters_by_user_tag_and_sorts_oldest_first(letta: Letta
     ]
     httpx_mock.add_response(method="GET", url=re_agents_list(), json=agents)
 
-    result = await letta.agents_of(USER)
+    result = await letta.agents_tagged(user_tag(USER))
 
     assert [a.id for a in result] == ["agent-d", "agent-a", "agent-b", "agent-c"]
     request = only_request(httpx_mock)
@@ -379,7 +381,7 @@ def re_agents_list() -> re.Pattern[str]:
 async def test_agents_of_nobody_is_empty(letta: LettaClient, httpx_mock: HTTPXMock) -> None:
     httpx_mock.add_response(method="GET", url=re_agents_list(), json=[])
 
-    assert await letta.agents_of(USER) == []
+    assert await letta.agents_tagged(user_tag(USER)) == []
 
 
 async def test_create_agent_sends_the_spec(letta: LettaClient, httpx_mock: HTTPXMock) -> None:
@@ -619,9 +621,9 @@ async def test_a_turn_ends_at_done_and_the_connection_is_reused(http: httpx.Asyn
             assert [e.message_type for e in await collect(stream)] == ["assistant_message", "stop_reason"]
             await stream.close()  # returns although the body has not ended
             await stream.close()  # a cancel and the turn's clean-up may both close it: one drain
-            assert not stream._response.is_closed and len(letta_module._draining) == 1
+            assert not stream._response.is_closed and len(letta_stream_module._draining) == 1
             end_body.set()
-            await asyncio.gather(*letta_module._draining)
+            await asyncio.gather(*letta_stream_module._draining)
             assert stream._response.is_closed
     finally:
         server.close()

@@ -32,11 +32,11 @@ from litellm.proxy._types import (
     UserInfoResponse,
 )
 
-from service import billing as billing_module
-from service.billing import Billing, Budget, Prices
-from service.clients.base import UpstreamError
+from service.billing import budgets as billing_module
+from service.billing.budgets import Billing, Budget, Prices
+from service.clients.errors import UpstreamError
 from service.clients.litellm import LiteLLMClient
-from service.retry import with_retries
+from service.clients.retry import with_retries
 
 BASE = "http://litellm.test:4000"
 MASTER = "sk-master-test"

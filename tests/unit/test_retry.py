@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from service.clients.base import UpstreamError
-from service.retry import backoff_delay, with_retries
+from service.clients.errors import UpstreamError
+from service.clients.retry import backoff_delay, with_retries
 
 
 async def test_transient_errors_are_retried_until_success() -> None:

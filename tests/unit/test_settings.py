@@ -58,3 +58,77 @@ def test_short_webhook_secret_and_malformed_standard_secret_are_refused() -> Non
     with pytest.raises(SettingsError) as caught:
         load_settings({**MINIMAL, "WEBHOOK_SECRET": "short", "STANDARD_WEBHOOK_SECRET": "plain"})
     assert len(caught.value.problems) == 2
+
+
+def test_secrets_never_show_in_repr_or_str() -> None:
+    secrets = {
+        "DATABASE_URL": "postgresql://app:db-password-7f3a@db.internal:5432/postgres",
+        "SUPABASE_ANON_KEY": "anon-key-9c41",
+        "SUPABASE_SERVICE_KEY": "service-key-2b77",
+        "SUPABASE_JWT_SECRET": "jwt-secret-5e08",
+        "LITELLM_MASTER_KEY": "sk-master-key-61d2",
+        "LETTA_API_TOKEN": "letta-token-d4c9",
+        "WEBHOOK_SECRET": "webhook-secret-0123456789abcdef0123",
+        "STANDARD_WEBHOOK_SECRET": "whsec_c3RhbmRhcmQtc2VjcmV0",
+    }
+    settings = load_settings({**MINIMAL, **secrets})
+    assert settings.database_url.get_secret_value() == secrets["DATABASE_URL"]
+    assert settings.litellm_master_key.get_secret_value() == secrets["LITELLM_MASTER_KEY"]
+    shown = repr(settings) + str(settings)
+    for value in [*secrets.values(), "db-password-7f3a"]:
+        assert value not in shown
+
+
+def test_bad_values_of_several_variables_are_listed_in_one_error() -> None:
+    env = {
+        **MINIMAL,
+        "ENVIRONMENT": "staging",
+        "PORT": "abc",
+        "DATABASE_POOL_MAX": "0",
+        "HTTP_TIMEOUT_SECONDS": "soon",
+        "DATABASE_PREPARED_STATEMENTS": "maybe",
+        "LETTA_BASE_URL": "ftp://letta",
+        "SUPABASE_JWKS": "not json",
+        "WEBHOOK_SECRET": "too-short-secret",
+    }
+    with pytest.raises(SettingsError) as caught:
+        load_settings(env)
+    assert sorted(caught.value.problems) == sorted(
+        [
+            "ENVIRONMENT='staging' must be one of development, test, production",
+            "PORT='abc' is not an integer",
+            "DATABASE_POOL_MAX must be >= 1, got 0",
+            "HTTP_TIMEOUT_SECONDS='soon' is not a number",
+            "DATABASE_PREPARED_STATEMENTS='maybe' must be one of true, false",
+            "LETTA_BASE_URL='ftp://letta' is not an http(s) URL",
+            "SUPABASE_JWKS is not valid JSON",
+            "WEBHOOK_SECRET must be at least 32 characters",
+        ]
+    )
+    assert "too-short-secret" not in str(caught.value)
+
+
+def test_the_production_webhook_check_is_reported_with_other_problems() -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings({**MINIMAL, "ENVIRONMENT": "production", "PORT": "0"})
+    assert caught.value.problems == [
+        "PORT must be >= 1, got 0",
+        "set WEBHOOK_SECRET and/or STANDARD_WEBHOOK_SECRET: signup webhooks cannot be verified",
+    ]
+
+
+def test_only_the_given_mapping_is_read_and_blank_values_are_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PORT", "not-a-port")
+    settings = load_settings({**MINIMAL, "HOST": "   ", "LOG_LEVEL": " Debug ", "SUPABASE_JWKS": ""})
+    assert settings.port == 8000
+    assert settings.host == "127.0.0.1"
+    assert settings.log_level == "DEBUG"
+    assert settings.jwks_inline is None
+
+
+def test_cors_origins_are_comma_separated_and_jwks_is_a_json_object() -> None:
+    settings = load_settings(
+        {**MINIMAL, "CORS_ALLOW_ORIGINS": " https://a.example , https://b.example,, ", "SUPABASE_JWKS": '{"keys": []}'}
+    )
+    assert settings.cors_allow_origins == ["https://a.example", "https://b.example"]
+    assert settings.jwks_inline == {"keys": []}

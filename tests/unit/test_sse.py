@@ -1,4 +1,4 @@
-"""The SSE framing of a turn's events (service.chat.controller.sse_stream)."""
+"""The SSE framing of a turn's events (service.chat.sse.sse_stream)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from service.chat import controller
+from service.chat import sse
 
 
 async def test_a_quiet_stream_gets_keep_alive_comments_then_the_events(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(controller, "KEEPALIVE_SECONDS", 0.05)
+    monkeypatch.setattr(sse, "KEEPALIVE_SECONDS", 0.05)
     queue: asyncio.Queue = asyncio.Queue()
-    stream = controller.sse_stream(SimpleNamespace(queue=queue))  # type: ignore[arg-type]
+    stream = sse.sse_stream(SimpleNamespace(queue=queue))  # type: ignore[arg-type]
 
     assert await anext(stream) == b": keep-alive\n\n"
     assert await anext(stream) == b": keep-alive\n\n"
@@ -29,7 +29,7 @@ async def test_events_already_queued_go_out_in_one_write() -> None:
     for event in [("delta", {"text": "a"}), ("delta", {"text": "b"}), ("done", {"status": "complete"}), None]:
         queue.put_nowait(event)
 
-    chunks = [chunk async for chunk in controller.sse_stream(SimpleNamespace(queue=queue))]  # type: ignore[arg-type]
+    chunks = [chunk async for chunk in sse.sse_stream(SimpleNamespace(queue=queue))]  # type: ignore[arg-type]
 
     assert chunks == [
         b'event: delta\ndata: {"text":"a"}\n\nevent: delta\ndata: {"text":"b"}\n\n'

@@ -4,9 +4,9 @@ import time
 
 import pytest
 
-from service.webhook_auth import (
+from devstack.standard_webhooks import sign_standard_webhook
+from service.provisioning.webhook_auth import (
     WebhookAuthError,
-    sign_standard_webhook,
     verify_shared_secret,
     verify_standard_webhook,
 )

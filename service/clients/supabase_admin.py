@@ -9,7 +9,7 @@ import httpx
 from supabase_auth import AsyncGoTrueAdminAPI
 from supabase_auth.errors import AuthApiError, AuthError, AuthRetryableError
 
-from service.clients.base import UpstreamError
+from service.clients.errors import UpstreamError, transient_status
 
 logger = logging.getLogger("service.supabase_admin")
 
@@ -36,7 +36,7 @@ async def delete_auth_user(
     """Hard-delete a user from Supabase Auth (``DELETE /auth/v1/admin/users/{id}``); idempotent.
 
     A user that is already gone is success. Anything else raises ``UpstreamError(service="supabase-auth")``,
-    ``transient`` for network failures, 5xx and 429 (retrying may help), not for 4xx (it will not).
+    ``transient`` for network failures and the statuses ``transient_status`` names (retrying may help).
     ``ValueError`` if ``user_id`` is not a UUID.
     """
     user_id = str(uuid.UUID(str(user_id)))
@@ -49,7 +49,7 @@ async def delete_auth_user(
         # The httpx error supabase_auth raised from holds the real status, even when the body was unreadable.
         cause = exc.__cause__
         status = cause.response.status_code if isinstance(cause, httpx.HTTPStatusError) else None
-        transient = isinstance(exc, AuthRetryableError) or status is None or status >= 500 or status == 429
+        transient = isinstance(exc, AuthRetryableError) or status is None or transient_status(status)
         code = f" ({exc.code})" if exc.code else ""
         where = f"HTTP {status}" if status else "network error"
         message = f"deleting user {user_id} failed: {where}{code}: {exc.message[:300]}"

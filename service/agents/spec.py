@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.clients.letta import agent_name, user_tag
 from service.settings import Settings
 
 PERSONA = (
@@ -32,6 +31,23 @@ PERSONA = (
 # conversation_search).
 EXTRA_TOOLS = ["archival_memory_insert", "archival_memory_search"]
 BLOCK_LIMIT = 5000
+
+
+EDITABLE_BLOCKS = ("human", "persona")
+
+
+# Names in Letta: the provider is found by its name, the agent by its tag (Letta does not isolate users in one
+# organisation: these say whose a thing is).
+def user_tag(user_id: str) -> str:
+    return f"user:{user_id}"
+
+
+def provider_name(user_id: str) -> str:
+    return f"user-{user_id}"
+
+
+def agent_name(user_id: str) -> str:
+    return f"agent-{user_id}"
 
 
 def human_block(display_name: str | None) -> str:
@@ -53,9 +69,7 @@ def agent_spec(
         "agent_type": "letta_v1_agent",
         "tags": [user_tag(user_id)],
         "metadata": {"user_id": user_id, "managed_by": "ai-chat-backend"},
-        "memory_blocks": [
-            {"label": label, "value": values[label], "limit": BLOCK_LIMIT} for label in ("human", "persona")
-        ],
+        "memory_blocks": [{"label": label, "value": values[label], "limit": BLOCK_LIMIT} for label in EDITABLE_BLOCKS],
         "tools": EXTRA_TOOLS,
         "llm_config": {
             "model": settings.llm_model,

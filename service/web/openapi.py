@@ -12,13 +12,13 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example, OpenAPI, OpenAPIMediaType, OpenAPIResponse, Reference
 from litestar.params import Body
 
-from service.errors import PROBLEM_JSON, ProblemError
-from service.provisioning.deps import not_ready_problem
+from service.errors import DomainError, agent_not_ready
 from service.rate_limit import RateDecision
+from service.web.problems import PROBLEM_JSON, ProblemError
 
 
 class Problem(msgspec.Struct, omit_defaults=True):
-    """RFC 9457 problem details as ``service.errors`` renders them (documentation only)."""
+    """RFC 9457 problem details as ``service.web.problems`` renders them (documentation only)."""
 
     type: str
     title: str
@@ -56,20 +56,23 @@ def ok(container: Any, summary: str, value: Any, description: str = "Success") -
     )
 
 
-def _example(error: ProblemError) -> Example:
+def _example(error: ProblemError | DomainError) -> Example:
     """The body a client gets for ``error`` (less the per-request ``instance`` and ``request_id``)."""
+    if isinstance(error, DomainError):
+        error = ProblemError.of(error)
     value = {"type": error.type_, "title": error.title, "status": error.status_code, "detail": error.detail}
     return Example(summary=error.title, value={**value, **error.members})
 
 
-def documented(error: ProblemError, description: str | None = None) -> ResponseSpec:
-    """A response documented by a problem the service really raises: the example is what a client gets."""
+def documented(error: ProblemError | DomainError, description: str | None = None) -> ResponseSpec:
+    """A response documented by an error the service really raises: the example is what a client gets."""
+    example = _example(error)
     return ResponseSpec(
         data_container=Problem,
-        description=description or error.title,
+        description=description or example.summary or "",
         media_type=PROBLEM_JSON,
         generate_examples=False,
-        examples=[_example(error)],
+        examples=[example],
     )
 
 
@@ -80,7 +83,7 @@ def problem(status: int, detail: str, description: str | None = None, **members:
 
 def rate_limited(bucket: str, limit: int, window_seconds: int = 60) -> ResponseSpec:
     refused = RateDecision(False, bucket, limit, window_seconds, remaining=0, retry_after_seconds=3)
-    return documented(refused.problem(), "Per-user rate limit (Retry-After)")
+    return documented(refused.error(), "Per-user rate limit (Retry-After)")
 
 
 def complete_schema(schema: OpenAPI) -> None:
@@ -114,36 +117,4 @@ def complete_schema(schema: OpenAPI) -> None:
                 responses["400"] = problem_response(invalid, bad.description)
 
 
-NOT_READY = documented(
-    not_ready_problem(None), "Agent not provisioned yet (Retry-After); provisioning has been started"
-)
-
-USER_ID = "6f1c2d9e-1b7a-4c1e-9a55-0d4b5a3b2c10"
-AGENT_ID = "agent-0d8e4b1c-5a3f-4c6e-9b2a-7f1e3d5c9a10"
-PROFILE_EXAMPLE = {
-    "id": USER_ID,
-    "email": "ada@example.com",
-    "display_name": "Ada",
-    "agent_status": "active",
-    "letta_agent_id": AGENT_ID,
-    "model": "gpt-4o-mini",
-    "provisioning_attempts": 0,
-    "provisioning_error": None,
-    "last_active_at": "2026-11-21T10:15:02Z",
-    "created_at": "2026-11-20T08:00:00Z",
-    "updated_at": "2026-11-21T10:15:02Z",
-}
-MESSAGE_EXAMPLE = {
-    "id": "7aa1c2d3-0000-4000-8000-000000000002",
-    "turn_id": "9b10c2d3-0000-4000-8000-000000000001",
-    "role": "assistant",
-    "content": "Got it, I will remember that your cat is Miso.",
-    "status": "complete",
-    "error": None,
-    "prompt_tokens": 812,
-    "completion_tokens": 14,
-    "tokens_used": 826,
-    "cost": "0.00013020",
-    "model": "gpt-4o-mini",
-    "created_at": "2026-11-21T10:15:02Z",
-}
+NOT_READY = documented(agent_not_ready(None), "Agent not provisioned yet (Retry-After); provisioning has been started")

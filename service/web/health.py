@@ -13,14 +13,15 @@ from typing import Any
 
 import asyncpg
 from litestar import Controller, Response, get
-from litestar.datastructures import State
+from litestar.di import NamedDependency
 
 from service.clients.letta import LettaClient
 from service.clients.litellm import LiteLLMClient
-from service.openapi import ok
+from service.db import Database
+from service.web.openapi import ok
 
 
-async def _database(pool: asyncpg.Pool[Any]) -> dict[str, Any]:
+async def _database(pool: Database) -> dict[str, Any]:
     started = time.perf_counter()
     try:
         await asyncio.wait_for(pool.fetchval("select 1"), timeout=3.0)
@@ -79,11 +80,14 @@ class HealthController(Controller):
             ),
         },
     )
-    async def ready(self, state: State) -> Response[dict[str, Any]]:
-        letta: LettaClient = state.letta
-        litellm: LiteLLMClient = state.litellm
+    async def ready(
+        self,
+        db: NamedDependency[Database],
+        letta: NamedDependency[LettaClient],
+        litellm: NamedDependency[LiteLLMClient],
+    ) -> Response[dict[str, Any]]:
         checks: dict[str, Any] = {}
-        for part in await asyncio.gather(_database(state.db), letta.health(), litellm.health()):
+        for part in await asyncio.gather(_database(db), letta.health(), litellm.health()):
             checks.update(part)
         ok = all(check["ok"] for check in checks.values())
         return Response({"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503)

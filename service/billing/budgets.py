@@ -18,8 +18,9 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
-from service.clients.base import UpstreamError
+from service.clients.errors import UpstreamError
 from service.clients.litellm import LiteLLMClient
+from service.errors import DomainError
 
 logger = logging.getLogger("service.billing")
 
@@ -125,3 +126,35 @@ def _budget_from(info: dict[str, Any]) -> Budget:
         budget_duration=user.get("budget_duration"),
         budget_reset_at=user.get("budget_reset_at"),
     )
+
+
+def billing_unavailable(exc: UpstreamError) -> DomainError:
+    logger.warning("LiteLLM unavailable", extra={"error": str(exc)})
+    return DomainError("billing_unavailable")
+
+
+async def current_budget(billing: Billing, user_id: str) -> Budget:
+    """The user's budget as LiteLLM has it now (``billing_unavailable``, ``billing_not_ready``)."""
+    try:
+        budget = await billing.budget(user_id, fresh=True)
+    except UpstreamError as exc:
+        raise billing_unavailable(exc) from exc
+    if budget is None:
+        raise DomainError("billing_not_ready")
+    return budget
+
+
+async def change_budget(billing: Billing, user_id: str, max_budget: float, budget_duration: str | None) -> Budget:
+    """Set a user's LiteLLM budget and return it as LiteLLM now has it."""
+    fields: dict[str, Any] = {"max_budget": max_budget}
+    if budget_duration:
+        fields["budget_duration"] = budget_duration
+    try:
+        await billing.litellm.update_user(user_id, **fields)
+    except UpstreamError as exc:
+        if exc.status in (400, 422):
+            # LiteLLM refused the values (e.g. a duration it cannot schedule): the caller's mistake, not an outage.
+            logger.info("LiteLLM refused a budget change", extra={"user_id": user_id, "error": str(exc)})
+            raise DomainError("budget_refused") from exc
+        raise billing_unavailable(exc) from exc
+    return await current_budget(billing, user_id)

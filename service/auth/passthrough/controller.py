@@ -31,199 +31,37 @@ from typing import Annotated, Any, TypeVar
 import httpx
 import msgspec
 from litestar import Controller, post
-from litestar.datastructures import State
+from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example
-from msgspec import Meta
 from pydantic import ValidationError as PydanticValidationError
-from supabase_auth import AsyncGoTrueClient
 from supabase_auth.errors import AuthError, AuthRetryableError, AuthUnknownError, AuthWeakPasswordError
 
-from service.errors import ProblemError
-from service.openapi import body_example, ok, problem
+from service.auth.passthrough.gotrue import RequestScopedGoTrue
+from service.auth.passthrough.schemas import (
+    AuthSession,
+    LoginRequest,
+    RefreshRequest,
+    RegisterRequest,
+    RegisterResponse,
+)
 from service.settings import Settings
+from service.web.examples import AUTH_SESSION_EXAMPLE, AUTH_UNCONFIRMED_USER_EXAMPLE, AUTH_USER_EXAMPLE
+from service.web.openapi import body_example, ok, problem
+from service.web.problems import ProblemError
 
 logger = logging.getLogger("service.auth.passthrough")
 
 T = TypeVar("T")
 
-MAX_EMAIL_CHARS = 320  # RFC 5321: 64 local + @ + 255 domain
-MAX_PASSWORD_BYTES = 72  # bcrypt ignores the rest; GoTrue rejects longer passwords
-MAX_REFRESH_TOKEN_CHARS = 2048
-MAX_METADATA_KEYS = 32
-# user_metadata is copied into every access token GoTrue issues: keep it small.
-MAX_METADATA_BYTES = 4096
-
 UNREACHABLE = "Supabase Auth is unreachable"
 NOT_CONFIGURED = "auth pass-through is not configured: set SUPABASE_ANON_KEY"
 
-Email = Annotated[
-    str,
-    Meta(
-        min_length=3,
-        max_length=MAX_EMAIL_CHARS,
-        description="The user's email address; Supabase Auth validates it.",
-        examples=["ada@example.com"],
-    ),
-]
-Password = Annotated[
-    str,
-    Meta(
-        min_length=1,
-        max_length=MAX_PASSWORD_BYTES,
-        description=f"At most {MAX_PASSWORD_BYTES} bytes as UTF-8. Strength rules are the Supabase project's.",
-        examples=["correct horse battery staple"],
-    ),
-]
-RefreshToken = Annotated[
-    str,
-    Meta(
-        min_length=1,
-        max_length=MAX_REFRESH_TOKEN_CHARS,
-        description="The refresh_token of a session returned by login, register or refresh.",
-        examples=["v2ns4xb6jzqa"],
-    ),
-]
-UserMetadata = Annotated[
-    dict[str, Any],
-    Meta(
-        max_length=MAX_METADATA_KEYS,
-        description=(
-            f"User metadata stored as user_metadata (at most {MAX_METADATA_KEYS} keys and "
-            f"{MAX_METADATA_BYTES} bytes as JSON); it ends up in every access token."
-        ),
-        examples=[{"full_name": "Ada Lovelace"}],
-    ),
-]
 
-
-def _check_password_bytes(password: str) -> None:
-    # msgspec's max_length counts characters; bcrypt's limit is in bytes.
-    if len(password.encode()) > MAX_PASSWORD_BYTES:
-        raise ValueError(f"password must be at most {MAX_PASSWORD_BYTES} bytes as UTF-8")
-
-
-class RegisterRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    email: Email
-    password: Password
-    data: UserMetadata | None = None
-
-    def __post_init__(self) -> None:
-        _check_password_bytes(self.password)
-        if self.data and len(msgspec.json.encode(self.data)) > MAX_METADATA_BYTES:
-            raise ValueError(f"data must be at most {MAX_METADATA_BYTES} bytes as JSON")
-
-
-class LoginRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    email: Email
-    password: Password
-
-    def __post_init__(self) -> None:
-        _check_password_bytes(self.password)
-
-
-class RefreshRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    refresh_token: RefreshToken
-
-
-class AuthSession(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """GoTrue's token response (``AccessTokenResponse``), field for field."""
-
-    access_token: str
-    token_type: str
-    expires_in: int
-    expires_at: int | None = None
-    refresh_token: str
-    user: dict[str, Any]
-    provider_token: str | None = None
-    provider_refresh_token: str | None = None
-    weak_password: dict[str, Any] | None = None
-
-
-class RegisterResponse(msgspec.Struct):
-    user: dict[str, Any]
-    session: AuthSession | None
-
-
-_USER_EXAMPLE: dict[str, Any] = {
-    "id": "8f0c6d8e-2b5c-4a52-9a53-1f0b8b1e2c3d",
-    "aud": "authenticated",
-    "role": "authenticated",
-    "email": "ada@example.com",
-    "email_confirmed_at": "2025-01-15T10:30:00.123456Z",
-    "phone": "",
-    "confirmed_at": "2025-01-15T10:30:00.123456Z",
-    "last_sign_in_at": "2025-01-15T10:30:00.234567Z",
-    "app_metadata": {"provider": "email", "providers": ["email"]},
-    "user_metadata": {"full_name": "Ada Lovelace"},
-    "identities": [],
-    "created_at": "2025-01-15T10:30:00.012345Z",
-    "updated_at": "2025-01-15T10:30:00.234567Z",
-    "is_anonymous": False,
-}
-_UNCONFIRMED_USER_EXAMPLE: dict[str, Any] = {
-    **{k: v for k, v in _USER_EXAMPLE.items() if k not in ("email_confirmed_at", "confirmed_at", "last_sign_in_at")},
-    "confirmation_sent_at": "2025-01-15T10:30:00.345678Z",
-}
-_SESSION_EXAMPLE: dict[str, Any] = {
-    "access_token": "eyJhbGciOiJFUzI1NiIsImtpZCI6Ii4uLiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIuLi4ifQ.c2lnbmF0dXJl",
-    "token_type": "bearer",
-    "expires_in": 3600,
-    "expires_at": 1736940600,
-    "refresh_token": "v2ns4xb6jzqa",
-    "user": _USER_EXAMPLE,
-}
-
-
-def _problem_spec(description: str, status: int, code: str | None, detail: str) -> ResponseSpec:
-    return problem(status, detail, description, **({"code": code} if code is not None else {}))
-
-
-_COMMON_ERRORS: dict[int, ResponseSpec] = {
-    429: _problem_spec(
-        "Supabase Auth's rate limit (Retry-After is passed on when given)",
-        429,
-        "over_request_rate_limit",
-        "Request rate limit reached",
-    ),
-    502: _problem_spec(
-        "Supabase Auth answered with something unreadable or an unexpected status",
-        502,
-        None,
-        "Supabase Auth answered the login with an unreadable response",
-    ),
-    503: _problem_spec("Supabase Auth is unreachable, failing, or SUPABASE_ANON_KEY is unset", 503, None, UNREACHABLE),
-}
-
-
-class _RequestScopedGoTrue(AsyncGoTrueClient):
-    """A GoTrue client for one request that remembers the raw body of the last response.
-
-    Why the raw body: the library's pydantic models drop fields they do not know and re-format timestamps,
-    and we promise to return what Supabase returned.
-    """
-
-    def __init__(self, url: str, anon_key: str, http: httpx.AsyncClient) -> None:
-        super().__init__(
-            url=url,
-            headers={"apikey": anon_key},
-            http_client=http,
-            persist_session=False,
-            auto_refresh_token=False,
-        )
-        self.raw_body = b""
-
-    async def _request(self, *args: Any, **kwargs: Any) -> httpx.Response:
-        response = await super()._request(*args, **kwargs)
-        self.raw_body = response.content
-        return response
-
-
-def _gotrue(state: State) -> _RequestScopedGoTrue:
-    settings: Settings = state.settings
-    if not settings.supabase_anon_key:
+def gotrue_for(settings: Settings, http: httpx.AsyncClient) -> RequestScopedGoTrue:
+    if settings.supabase_anon_key is None:
         raise ProblemError(503, NOT_CONFIGURED)
-    return _RequestScopedGoTrue(f"{settings.supabase_url}/auth/v1", settings.supabase_anon_key, state.http)
+    return RequestScopedGoTrue(f"{settings.supabase_url}/auth/v1", settings.supabase_anon_key.get_secret_value(), http)
 
 
 def _upstream_response(exc: AuthError) -> httpx.Response | None:
@@ -303,10 +141,10 @@ def _problem_from_auth_error(operation: str, exc: AuthError) -> ProblemError:
     return ProblemError(status, detail, headers=headers or None, **extra)
 
 
-async def _call(operation: str, call: Awaitable[T]) -> T:
+async def call(operation: str, pending: Awaitable[T]) -> T:
     """Await a supabase_auth call, turning its failures into problem details."""
     try:
-        return await call
+        return await pending
     except AuthError as exc:
         raise _problem_from_auth_error(operation, exc) from exc
     except PydanticValidationError as exc:
@@ -315,7 +153,7 @@ async def _call(operation: str, call: Awaitable[T]) -> T:
         raise ProblemError(502, f"Supabase Auth answered the {operation} with an unreadable response") from exc
 
 
-def _decode(operation: str, raw: bytes, type_: type[T]) -> T:
+def decode(operation: str, raw: bytes, type_: type[T]) -> T:
     try:
         return msgspec.json.decode(raw, type=type_)
     except msgspec.DecodeError as exc:
@@ -323,8 +161,29 @@ def _decode(operation: str, raw: bytes, type_: type[T]) -> T:
         raise ProblemError(502, f"Supabase Auth answered the {operation} with an unreadable response") from exc
 
 
-def _session(operation: str, raw: bytes, expires_at: int | None) -> AuthSession:
-    session = _decode(operation, raw, AuthSession)
+def _problem_spec(description: str, status: int, code: str | None, detail: str) -> ResponseSpec:
+    return problem(status, detail, description, **({"code": code} if code is not None else {}))
+
+
+_COMMON_ERRORS: dict[int, ResponseSpec] = {
+    429: _problem_spec(
+        "Supabase Auth's rate limit (Retry-After is passed on when given)",
+        429,
+        "over_request_rate_limit",
+        "Request rate limit reached",
+    ),
+    502: _problem_spec(
+        "Supabase Auth answered with something unreadable or an unexpected status",
+        502,
+        None,
+        "Supabase Auth answered the login with an unreadable response",
+    ),
+    503: _problem_spec("Supabase Auth is unreachable, failing, or SUPABASE_ANON_KEY is unset", 503, None, UNREACHABLE),
+}
+
+
+def session_of(operation: str, raw: bytes, expires_at: int | None) -> AuthSession:
+    session = decode(operation, raw, AuthSession)
     if session.expires_at is None:
         # Older GoTrue omits it; the library derives it from expires_in, as supabase-js does.
         session.expires_at = expires_at
@@ -354,9 +213,11 @@ class AuthPassthroughController(Controller):
                 examples=[
                     Example(
                         summary="Email confirmation required",
-                        value={"user": _UNCONFIRMED_USER_EXAMPLE, "session": None},
+                        value={"user": AUTH_UNCONFIRMED_USER_EXAMPLE, "session": None},
                     ),
-                    Example(summary="Auto-confirmed", value={"user": _USER_EXAMPLE, "session": _SESSION_EXAMPLE}),
+                    Example(
+                        summary="Auto-confirmed", value={"user": AUTH_USER_EXAMPLE, "session": AUTH_SESSION_EXAMPLE}
+                    ),
                 ],
             ),
             400: _problem_spec(
@@ -380,17 +241,18 @@ class AuthPassthroughController(Controller):
                 {"email": "ada@example.com", "password": "correct horse battery staple", "data": {"full_name": "Ada"}},
             ),
         ],
-        state: State,
+        settings: NamedDependency[Settings],
+        http: NamedDependency[httpx.AsyncClient],
     ) -> RegisterResponse:
-        gotrue = _gotrue(state)
-        result = await _call(
+        gotrue = gotrue_for(settings, http)
+        result = await call(
             "sign-up",
             gotrue.sign_up({"email": data.email, "password": data.password, "options": {"data": data.data or {}}}),
         )
         if result.session is None:
             # Email confirmation on: GoTrue's body is the user itself.
-            return RegisterResponse(user=_decode("sign-up", gotrue.raw_body, dict[str, Any]), session=None)
-        session = _session("sign-up", gotrue.raw_body, result.session.expires_at)
+            return RegisterResponse(user=decode("sign-up", gotrue.raw_body, dict[str, Any]), session=None)
+        session = session_of("sign-up", gotrue.raw_body, result.session.expires_at)
         return RegisterResponse(user=session.user, session=session)
 
     @post(
@@ -399,7 +261,7 @@ class AuthPassthroughController(Controller):
         summary="Log in with email and password (Supabase Auth)",
         description="Forwards to Supabase Auth's `POST /auth/v1/token?grant_type=password`; returns its session.",
         responses={
-            200: ok(AuthSession, "Session", _SESSION_EXAMPLE, "Supabase's session"),
+            200: ok(AuthSession, "Session", AUTH_SESSION_EXAMPLE, "Supabase's session"),
             400: _problem_spec(
                 "Wrong email or password, or email not confirmed",
                 400,
@@ -417,13 +279,14 @@ class AuthPassthroughController(Controller):
                 "Email and password", {"email": "ada@example.com", "password": "correct horse battery staple"}
             ),
         ],
-        state: State,
+        settings: NamedDependency[Settings],
+        http: NamedDependency[httpx.AsyncClient],
     ) -> AuthSession:
-        gotrue = _gotrue(state)
-        result = await _call("login", gotrue.sign_in_with_password({"email": data.email, "password": data.password}))
+        gotrue = gotrue_for(settings, http)
+        result = await call("login", gotrue.sign_in_with_password({"email": data.email, "password": data.password}))
         if result.session is None:  # GoTrue always returns a session for a password grant
             raise ProblemError(502, "Supabase Auth answered the login without a session")
-        return _session("login", gotrue.raw_body, result.session.expires_at)
+        return session_of("login", gotrue.raw_body, result.session.expires_at)
 
     @post(
         "/refresh",
@@ -434,7 +297,7 @@ class AuthPassthroughController(Controller):
             "single-use: keep the new one."
         ),
         responses={
-            200: ok(AuthSession, "Session", _SESSION_EXAMPLE, "Supabase's new session"),
+            200: ok(AuthSession, "Session", AUTH_SESSION_EXAMPLE, "Supabase's new session"),
             400: _problem_spec(
                 "Unknown, revoked or already used refresh token",
                 400,
@@ -447,10 +310,11 @@ class AuthPassthroughController(Controller):
     async def refresh(
         self,
         data: Annotated[RefreshRequest, body_example("Refresh token", {"refresh_token": "v2ns4xb6jzqa"})],
-        state: State,
+        settings: NamedDependency[Settings],
+        http: NamedDependency[httpx.AsyncClient],
     ) -> AuthSession:
-        gotrue = _gotrue(state)
-        result = await _call("refresh", gotrue.refresh_session(data.refresh_token))
+        gotrue = gotrue_for(settings, http)
+        result = await call("refresh", gotrue.refresh_session(data.refresh_token))
         if result.session is None:  # refresh_session raises rather than return no session
             raise ProblemError(502, "Supabase Auth answered the refresh without a session")
-        return _session("refresh", gotrue.raw_body, result.session.expires_at)
+        return session_of("refresh", gotrue.raw_body, result.session.expires_at)

@@ -29,8 +29,8 @@ def _standard_key(secret: str) -> bytes:
         raise WebhookAuthError("webhook signing secret is misconfigured") from exc
 
 
-def sign_standard_webhook(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
-    """The ``webhook-signature`` value for a message (used by tests and the benchmark as a sender)."""
+def _signature(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
+    """The ``v1,<base64 HMAC-SHA256>`` value Standard Webhooks defines for a message."""
     signed = f"{message_id}.{timestamp}.".encode() + body
     digest = hmac.new(_standard_key(secret), signed, hashlib.sha256).digest()
     return f"v1,{base64.b64encode(digest).decode()}"
@@ -52,7 +52,7 @@ def verify_standard_webhook(
     current = time.time() if now is None else now
     if abs(current - timestamp) > tolerance_seconds:
         raise WebhookAuthError("webhook-timestamp is outside the tolerance window")
-    expected = sign_standard_webhook(secret, message_id, timestamp, body).encode()
+    expected = _signature(secret, message_id, timestamp, body).encode()
     # The header may carry several space-separated signatures (key rotation); any valid v1 one will do.
     if not any(
         candidate.startswith("v1,") and hmac.compare_digest(candidate.encode(), expected)

@@ -1,5 +1,4 @@
-"""What our upstream clients share: the pooled HTTP client, and one error type that says whether a retry
-can help."""
+"""The process's pooled HTTP client for every upstream, and the readiness probe."""
 
 from __future__ import annotations
 
@@ -58,34 +57,6 @@ def _renamed(exc: httpx.ConnectTimeout, request: httpx.Request) -> httpx.Transpo
     if isinstance(cause, aiohttp.ServerDisconnectedError):
         return httpx.RemoteProtocolError(str(cause), request=request)
     return httpx.ReadError(str(cause), request=request)
-
-
-class UpstreamError(Exception):
-    """A call to Letta or LiteLLM failed. ``transient`` errors (timeouts, 5xx, refused) may be retried."""
-
-    def __init__(
-        self, service: str, message: str, *, status: int | None = None, transient: bool, timed_out: bool = False
-    ) -> None:
-        super().__init__(f"{service}: {message}")
-        self.service = service
-        self.status = status
-        self.transient = transient
-        # The request went out but no answer came in time: the upstream may still act on it.
-        self.timed_out = timed_out
-
-
-def error_from_response(service: str, response: httpx.Response) -> UpstreamError:
-    text = response.text[:500]
-    return UpstreamError(
-        service,
-        f"HTTP {response.status_code}: {text}",
-        status=response.status_code,
-        transient=response.status_code >= 500 or response.status_code in (408, 429),
-    )
-
-
-def error_from_exception(service: str, exc: httpx.HTTPError) -> UpstreamError:
-    return UpstreamError(service, f"{type(exc).__name__}: {exc}", transient=True)
 
 
 async def probe(http: httpx.AsyncClient, url: str, service: str) -> dict[str, Any]:

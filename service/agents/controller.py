@@ -1,0 +1,101 @@
+"""``/api/v1/agent``: the caller's own agent — status, memory, reset."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from litestar import Controller, get, patch, post
+from litestar.di import NamedDependency, Provide
+from litestar.params import QueryParameter
+
+from service.agents.schemas import AgentMemory, AgentStatus, MemoryUpdate, ResetRequest, ResetResult
+from service.agents.service import AgentService
+from service.agents.spec import EDITABLE_BLOCKS
+from service.auth.dependencies import provide_profile, provide_ready_profile
+from service.chat.errors import turn_in_progress
+from service.rate_limit import MEMORY_BUCKET, rate_limit
+from service.users.profiles import ProfileRow, ReadyProfile
+from service.web.examples import AGENT_STATUS_EXAMPLE, MEMORY_EXAMPLE, RESET_EXAMPLE
+from service.web.openapi import NOT_READY, body_example, documented, ok, problem, rate_limited
+from service.web.problems import ProblemError
+
+MEMORY_RATE_LIMITED = rate_limited(MEMORY_BUCKET, 30)  # the default RATE_LIMIT_MEMORY_PER_MINUTE
+
+
+class AgentController(Controller):
+    path = "/api/v1/agent"
+    tags = ["agent"]
+    dependencies = {"profile": Provide(provide_ready_profile)}
+
+    @get(
+        "/status",
+        dependencies={"profile": Provide(provide_profile)},
+        summary="Provisioning status, agent id, model, last activity and Letta reachability",
+        responses={200: ok(AgentStatus, "Active agent", AGENT_STATUS_EXAMPLE)},
+    )
+    async def status(self, profile: NamedDependency[ProfileRow], agents: NamedDependency[AgentService]) -> AgentStatus:
+        return await agents.status(profile)
+
+    @get(
+        "/memory",
+        summary="Core memory blocks, archival memory count, optional archival search",
+        guards=[rate_limit(MEMORY_BUCKET)],
+        responses={
+            200: ok(AgentMemory, "Memory with an archival search", MEMORY_EXAMPLE),
+            429: MEMORY_RATE_LIMITED,
+            503: NOT_READY,
+        },
+    )
+    async def memory(
+        self,
+        profile: NamedDependency[ReadyProfile],
+        agents: NamedDependency[AgentService],
+        q: Annotated[
+            str | None, QueryParameter(description="search archival memory", min_length=1, max_length=500)
+        ] = None,
+        top_k: Annotated[int, QueryParameter(ge=1, le=50, description="archival search results")] = 10,
+    ) -> AgentMemory:
+        return await agents.memory(profile.agent_id, q, top_k)
+
+    @patch(
+        "/memory",
+        summary="Replace the human and/or persona block (each within its limit)",
+        guards=[rate_limit(MEMORY_BUCKET)],
+        responses={
+            200: ok(AgentMemory, "Updated memory", {**MEMORY_EXAMPLE, "archival_results": None}),
+            422: problem(422, "persona is 5001 characters; its limit is 5000", label="persona", limit=5000),
+            429: MEMORY_RATE_LIMITED,
+        },
+    )
+    async def update_memory(
+        self,
+        data: Annotated[MemoryUpdate, body_example("New human block", {"human": "User's name: Ada. Has a cat, Miso."})],
+        profile: NamedDependency[ReadyProfile],
+        agents: NamedDependency[AgentService],
+    ) -> AgentMemory:
+        updates = {label: getattr(data, label) for label in EDITABLE_BLOCKS if getattr(data, label) is not None}
+        if not updates:
+            raise ProblemError(422, "send human and/or persona")
+        for label, value in updates.items():
+            if "\x00" in value:  # Postgres text cannot hold it: Letta would drop it silently
+                raise ProblemError(422, f"{label} must not contain NUL characters", label=label)
+        return await agents.update_memory(profile.agent_id, updates)
+
+    @post(
+        "/reset",
+        status_code=200,
+        summary="Replace the agent with a fresh one; chat history stays",
+        guards=[rate_limit(MEMORY_BUCKET)],
+        responses={
+            200: ok(ResetResult, "Replaced", RESET_EXAMPLE),
+            409: documented(turn_in_progress()),
+            429: MEMORY_RATE_LIMITED,
+        },
+    )
+    async def reset(
+        self,
+        data: Annotated[ResetRequest, body_example("Keep core memory", {"keep_memory": True})],
+        profile: NamedDependency[ReadyProfile],
+        agents: NamedDependency[AgentService],
+    ) -> ResetResult:
+        return await agents.reset(profile, keep_memory=data.keep_memory)

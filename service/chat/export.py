@@ -1,0 +1,42 @@
+"""The user's whole chat history as a streamed download, JSON or Markdown, in bounded memory."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import msgspec
+
+from service.chat.schemas import ChatMessage
+from service.chat.store import all_messages
+from service.db import Database
+
+EXPORT_BATCH = 500
+
+
+async def _messages(db: Database, user_id: uuid.UUID) -> AsyncIterator[list[ChatMessage]]:
+    async for rows in all_messages(db, user_id, EXPORT_BATCH):
+        yield [ChatMessage.of(row) for row in rows]
+
+
+async def export_json(db: Database, user_id: uuid.UUID) -> AsyncIterator[bytes]:
+    header = {"user_id": str(user_id), "exported_at": datetime.now(UTC).isoformat()}
+    yield msgspec.json.encode(header)[:-1] + b', "messages": ['
+    first = True
+    async for batch in _messages(db, user_id):
+        for message in batch:
+            yield (b"" if first else b",") + msgspec.json.encode(message)
+            first = False
+    yield b"]}"
+
+
+async def export_markdown(db: Database, user_id: uuid.UUID) -> AsyncIterator[bytes]:
+    yield f"# Chat export\n\nExported {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.\n".encode()
+    async for batch in _messages(db, user_id):
+        lines = []
+        for m in batch:
+            who = "You" if m.role == "user" else "Assistant"
+            note = "" if m.status == "complete" else f" _({m.status})_"
+            lines.append(f"\n### {who} · {m.created_at:%Y-%m-%d %H:%M:%S}{note}\n\n{m.content}\n")
+        yield "".join(lines).encode()

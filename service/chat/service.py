@@ -1,0 +1,341 @@
+"""A chat turn: the user's message in, the agent's streamed reply out, both stored with usage and cost.
+
+The turn runs in its own task, decoupled from whoever is listening: a client that disconnects (SSE
+closed, WebSocket dropped) does not lose the reply, it is stored when Letta finishes. Listeners read
+the turn's events from a queue.
+
+Order of work, so nothing is lost:
+1. budget check (402, from the cache);
+2. one statement (it is on the path to the first token) records the chat rate-limit hit (429), reads the
+   profile (503 if the agent is not ready), takes the per-user lease (409) and stores the user's message
+   (``pending``), each part only if the one before allowed it; Letta's request is built meanwhile;
+3. Letta's stream is opened; failing here is a 503 for the caller and a ``failed`` user message;
+4. events are relayed; the lease is renewed and polled for a cancel request while they flow;
+5. one statement stores the reply (tokens, cost, run id), completes the user message, adds to the day's
+   ``usage_metrics`` and releases the lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from decimal import Decimal
+
+import asyncpg
+
+from service.billing.budgets import Billing
+from service.chat import events, store
+from service.chat.errors import agent_timeout, agent_unavailable, budget_exceeded, turn_in_progress
+from service.chat.events import Event, TurnResult
+from service.clients.errors import UpstreamError
+from service.clients.letta import LettaClient
+from service.clients.letta_stream import LettaStream
+from service.db import Database
+from service.errors import account_deleted, agent_not_ready
+from service.provisioning.service import Provisioner
+from service.rate_limit import CHAT_BUCKET, PostgresRateLimiter
+from service.settings import Settings
+from service.users.profiles import ReadyProfile, profile_from
+
+logger = logging.getLogger("service.chat")
+
+LEASE_RENEW_SECONDS = 5.0
+
+
+class Turn:
+    """One running turn. Events are queued for whoever listens; the work does not depend on a listener."""
+
+    def __init__(self, turn_id: uuid.UUID, user_message_id: uuid.UUID, profile: ReadyProfile) -> None:
+        self.turn_id = turn_id
+        self.user_message_id = user_message_id
+        self.profile = profile
+        self.queue: asyncio.Queue[Event | None] = asyncio.Queue()
+        self.result = TurnResult()
+        self.task: asyncio.Task[None] | None = None
+        self.cancel_requested = asyncio.Event()
+        self.started = time.perf_counter()
+        self.stream: LettaStream | None = None
+
+    def emit(self, event: Event) -> None:
+        self.queue.put_nowait(event)
+
+    async def events(self) -> AsyncIterator[Event]:
+        while True:
+            event = await self.queue.get()
+            if event is None:
+                return
+            yield event
+
+
+class ChatService:
+    def __init__(
+        self,
+        db: Database,
+        letta: LettaClient,
+        billing: Billing,
+        settings: Settings,
+        rate_limiter: PostgresRateLimiter,
+        provisioner: Provisioner,
+    ) -> None:
+        self.db = db
+        self.letta = letta
+        self.billing = billing
+        self.settings = settings
+        self.rate_limiter = rate_limiter
+        self.provisioner = provisioner
+        self.holder = f"replica-{uuid.uuid4().hex[:12]}"
+        self._turns: set[asyncio.Task[None]] = set()
+        self._local: dict[uuid.UUID, Turn] = {}  # running here, by user: a cancel need not wait for a renewal
+        self._agent_ids: dict[uuid.UUID, str] = {}  # each user's agent at their last turn here
+
+    # -- starting a turn ----------------------------------------------------------------------------------
+    async def check_budget(self, user_id: uuid.UUID) -> None:
+        try:
+            budget = await self.billing.budget(str(user_id))
+        except UpstreamError as exc:
+            # Billing unreachable: LiteLLM itself still enforces the budget on the LLM call.
+            logger.warning("budget check skipped", extra={"error": str(exc)})
+            return
+        if budget is not None and budget.exceeded:
+            raise budget_exceeded(budget)
+
+    async def start(self, user_id: uuid.UUID, content: str) -> Turn:
+        """Start the user's turn (see the module docstring for the order); returns once Letta is streaming."""
+        await self.check_budget(user_id)
+        begin = asyncio.ensure_future(self._begin_turn(user_id, content))
+        await asyncio.sleep(0)  # the statement goes out
+        # While Postgres starts the turn, build Letta's request for the agent this user had last time (a reset
+        # replaces it: the statement's profile says which agent it is).
+        known_agent = self._agent_ids.get(user_id)
+        request = self.letta.turn_request(known_agent, content) if known_agent else None
+        profile, turn_id, user_message_id = await begin
+        if request is None or profile.agent_id != known_agent:
+            request = self.letta.turn_request(profile.agent_id, content)
+            if len(self._agent_ids) >= 10_000:
+                self._agent_ids.clear()
+            self._agent_ids[user_id] = profile.agent_id
+        turn = Turn(turn_id, user_message_id, profile)
+        try:
+            stream = await self.letta.open_stream(request)
+        except UpstreamError as exc:
+            if exc.timed_out:
+                # Letta took the message but did not start answering: stop its run before the lease is
+                # released, so that a resend does not run beside it.
+                await self._stop_letta_run(turn)
+            turn.result.fail("agent_timeout" if exc.timed_out else "agent_unavailable", str(exc)[:1000])
+            await self._store(turn, None)  # the message is kept as failed, counted, and the lease released
+            raise (agent_timeout(turn_id) if exc.timed_out else agent_unavailable(turn_id)) from exc
+        turn.stream = stream
+        turn.emit(("turn", {"turn_id": str(turn_id), "user_message_id": str(user_message_id)}))
+        turn.task = asyncio.get_running_loop().create_task(self._run(turn, stream))
+        self._turns.add(turn.task)
+        self._local[profile.id] = turn
+        turn.task.add_done_callback(self._turns.discard)
+        turn.task.add_done_callback(lambda _: self._local.pop(profile.id, None))
+        return turn
+
+    async def _begin_turn(self, user_id: uuid.UUID, content: str) -> tuple[ReadyProfile, uuid.UUID, uuid.UUID]:
+        """Rate limit, profile, lease and the stored user message in one round trip: (profile, turn, message)."""
+        turn_id = uuid.uuid4()
+        limit, window = self.rate_limiter.limit_of(CHAT_BUCKET)
+        try:
+            row = await self.db.fetchrow(
+                store.BEGIN_TURN,
+                user_id,
+                turn_id,
+                self.holder,
+                store.LEASE_SECONDS,
+                content,
+                CHAT_BUCKET,
+                limit,
+                window,
+            )
+        except asyncpg.ForeignKeyViolationError as exc:
+            raise account_deleted() from exc  # the user was deleted but still holds a valid token
+        assert row is not None  # the rate-limit hit always returns its row
+        decision = self.rate_limiter.decision(CHAT_BUCKET, row)
+        if not decision.allowed:
+            raise decision.error()
+        row_profile = profile_from(row)
+        profile = row_profile.as_ready() if row_profile else None
+        if profile is None:
+            self.provisioner.schedule(user_id)  # on demand: covers a lost webhook
+            raise agent_not_ready(row_profile.agent_status if row_profile else None)
+        if row["user_message_id"] is None:
+            raise turn_in_progress()
+        return profile, turn_id, row["user_message_id"]
+
+    # -- the per-user lease, also held by an agent reset ----------------------------------------------------
+    async def acquire_lease(self, user_id: uuid.UUID, holder: str | None = None) -> uuid.UUID:
+        """Take the user's one-at-a-time lease (``turn_in_progress`` if a live one exists); returns its id."""
+        lease_id = uuid.uuid4()
+        if not await store.take_lease(self.db, user_id, lease_id, holder or self.holder):
+            raise turn_in_progress()
+        return lease_id
+
+    async def release_lease(self, user_id: uuid.UUID, lease_id: uuid.UUID) -> None:
+        await store.release_lease(self.db, user_id, lease_id)
+
+    async def request_cancel(self, user_id: uuid.UUID) -> bool:
+        """Ask the user's running turn (on whichever replica) to stop; False if none is running."""
+        row = await self.db.fetchval(store.REQUEST_CANCEL, user_id)
+        local = self._local.get(user_id)
+        if local is not None:
+            await self.cancel(local)
+        # Elsewhere, the replica running the turn sees the flag when it next renews its lease.
+        return row is not None
+
+    async def drain(self, grace_seconds: float = 30.0) -> None:
+        """At shutdown, let running turns finish and store their replies."""
+        if self._turns:
+            await asyncio.wait(list(self._turns), timeout=grace_seconds)
+
+    # -- running it ---------------------------------------------------------------------------------------
+    async def _run(self, turn: Turn, stream: LettaStream) -> None:
+        keeper = asyncio.create_task(self._keep_lease(turn))
+        result = turn.result
+        connection_lost = False
+        try:
+            async for letta_event in stream:
+                event = events.apply(result, letta_event)
+                if event is not None:
+                    turn.emit(event)
+            events.settle(result, cancelled=turn.cancel_requested.is_set())
+        except Exception as exc:  # never leave a turn without an outcome
+            if turn.cancel_requested.is_set():  # we closed the stream ourselves
+                result.status = "cancelled"
+            elif isinstance(exc, UpstreamError):
+                # No HTTP status: the connection broke (an in-stream error event carries the stream's 200).
+                connection_lost = exc.status is None
+                result.fail(events.upstream_failure_code(str(exc), exc.status), str(exc))
+            else:
+                logger.exception("turn crashed", extra={"turn_id": str(turn.turn_id)})
+                result.fail("internal", type(exc).__name__)
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await keeper
+            with contextlib.suppress(Exception):
+                await stream.close()
+        if connection_lost:
+            await self._stop_letta_run(turn)  # Letta may still be working on it; the lease is still ours
+        await self._finish(turn)
+
+    async def _keep_lease(self, turn: Turn) -> None:
+        """Renew the lease while the turn runs and act on a cancel requested from any replica."""
+        while True:
+            await asyncio.sleep(LEASE_RENEW_SECONDS)
+            try:
+                cancel = await self.db.fetchval(
+                    store.RENEW_LEASE, turn.profile.id, turn.turn_id, store.LEASE_SECONDS, turn.result.run_id
+                )
+            except Exception as exc:  # the next renewal may work; a dead keeper would end the turn's clean-up
+                logger.warning("lease renewal failed", extra={"error": repr(exc)})
+                continue
+            if cancel and not turn.cancel_requested.is_set():
+                await self.cancel(turn)
+
+    async def cancel(self, turn: Turn) -> None:
+        """Stop a turn running in this process: cancel the Letta run, stop reading its stream."""
+        if turn.cancel_requested.is_set() or turn.result.status != "pending":
+            return
+        turn.cancel_requested.set()
+        await self._stop_letta_run(turn)
+        # Stop reading: what was streamed so far is kept as the cancelled reply.
+        if turn.stream is not None:
+            with contextlib.suppress(Exception):
+                await turn.stream.close()
+
+    async def _stop_letta_run(self, turn: Turn) -> None:
+        """Cancel the turn's Letta run (every active run of the agent if its id was not seen yet). Best effort:
+        a Letta agent is not safe for concurrent messages, and the next turn may start once the lease is gone."""
+        try:
+            await self.letta.cancel_run(turn.profile.agent_id, turn.result.run_id)
+        except UpstreamError as exc:
+            logger.warning("could not cancel the Letta run", extra={"turn_id": str(turn.turn_id), "error": str(exc)})
+
+    # -- storing it ---------------------------------------------------------------------------------------
+    async def _finish(self, turn: Turn) -> None:
+        """Store the turn and tell the listener, whatever Letta, LiteLLM or Postgres answer now: every step
+        before the ``done`` event catches everything, so no turn is left without an outcome or holding its
+        lease."""
+        result, profile = turn.result, turn.profile
+        if result.total_tokens == 0 and result.run_id:
+            # The stream broke before Letta's usage totals (a failed or cancelled turn), yet the LLM may have
+            # been called and billed: take the counts from Letta's record of the run.
+            try:
+                usage = await self.letta.run_usage(result.run_id)
+                result.prompt_tokens, result.completion_tokens = usage["prompt_tokens"], usage["completion_tokens"]
+                result.total_tokens = usage["total_tokens"]
+            except Exception as exc:  # a malformed answer too: the SDK raises parse errors as they come
+                logger.warning("run usage unavailable", extra={"run_id": result.run_id, "error": repr(exc)})
+        cost: Decimal | None = None
+        try:
+            prices = await self.billing.prices(profile.model or self.settings.llm_model)
+            cost = prices.cost(result.prompt_tokens, result.completion_tokens) if prices else None
+        except Exception as exc:
+            logger.warning("prices unavailable; cost left empty", extra={"error": repr(exc)})
+        if cost:
+            # Keep the cached budget current without asking LiteLLM again before the next turn.
+            self.billing.add_spend(str(profile.id), float(cost))
+        message_id: uuid.UUID | None = None
+        try:
+            message_id = await self._store(turn, cost)  # releases the lease too
+        except Exception:
+            logger.exception("could not store turn", extra={"turn_id": str(turn.turn_id)})
+            result.fail("storage_failed", "the turn could not be stored")
+            with contextlib.suppress(Exception):
+                await self.release_lease(profile.id, turn.turn_id)
+        if result.status == "failed":
+            # The upstream's words stay in the logs and the database; the listener gets a code.
+            logger.info("turn failed", extra={"turn_id": str(turn.turn_id), "error": result.error_message})
+            turn.emit(("error", {"code": result.error_code or "agent_error"}))
+        done = events.done_event(
+            result,
+            str(turn.turn_id),
+            str(turn.user_message_id),
+            str(message_id) if message_id else None,
+            float(cost) if cost is not None else None,
+        )
+        turn.emit(done)
+        turn.queue.put_nowait(None)
+        logger.info(
+            "turn finished",
+            extra={
+                "turn_id": str(turn.turn_id),
+                "status": result.status,
+                "total_tokens": result.total_tokens,
+                "duration_ms": round((time.perf_counter() - turn.started) * 1000, 1),
+            },
+        )
+
+    async def _store(self, turn: Turn, cost: Decimal | None) -> uuid.UUID | None:
+        """The turn's outcome in one statement (so one transaction and one round trip before ``done``): the
+        user message completed or failed, the reply stored, the day's usage added to, the profile's last
+        activity, and the lease released. Returns the reply's id, if one was stored."""
+        result, profile = turn.result, turn.profile
+        keep_reply = result.status in ("complete", "cancelled") or bool(result.text)
+        failed = result.status == "failed"
+        message_id: uuid.UUID | None = await self.db.fetchval(
+            store.STORE_TURN,
+            turn.user_message_id,
+            "failed" if failed else "complete",
+            result.error_message if failed else None,
+            result.run_id,
+            profile.id,
+            turn.turn_id,
+            keep_reply,
+            result.text,
+            result.status,
+            result.prompt_tokens,
+            result.completion_tokens,
+            result.total_tokens,
+            cost,
+            profile.model or self.settings.llm_model,
+            result.letta_message_id,
+        )
+        return message_id

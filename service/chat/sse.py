@@ -1,0 +1,59 @@
+"""A turn's events on the wire: Server-Sent Events framing, and the sentence an ``error`` event carries.
+
+Hand-written rather than Litestar's ``ServerSentEvent``: events already queued go out in one socket write,
+and the framing costs nothing on the path to the first token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import msgspec
+
+from service.chat.events import Event
+from service.chat.service import Turn
+from service.web.problems import sentence
+
+KEEPALIVE_SECONDS = 15.0
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connection": "keep-alive"}
+
+
+def present(event: Event) -> Event:
+    """The event as clients receive it: an ``error`` gets the user-facing sentence of its code."""
+    name, data = event
+    if name == "error":
+        return name, {**data, "message": sentence(data["code"])}
+    return event
+
+
+def sse(event: Event) -> bytes:
+    name, data = present(event)
+    return b"event: " + name.encode() + b"\ndata: " + msgspec.json.encode(data) + b"\n\n"
+
+
+async def sse_stream(turn: Turn) -> AsyncIterator[bytes]:
+    """The turn's events as SSE, with keep-alive comments so proxies do not cut a quiet stream.
+
+    Events already queued are written together (one socket write, not one per token). If the client goes
+    away this generator is cancelled; the turn itself keeps running and is stored.
+    """
+    queue = turn.queue
+    while True:
+        try:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for wraps every get in a new task, on the token path.
+            async with asyncio.timeout(KEEPALIVE_SECONDS):
+                event = await queue.get()
+        except TimeoutError:
+            yield b": keep-alive\n\n"
+            continue
+        chunk = []
+        while event is not None:
+            chunk.append(sse(event))
+            if queue.empty():
+                break
+            event = queue.get_nowait()
+        if chunk:
+            yield b"".join(chunk)
+        if event is None:
+            return

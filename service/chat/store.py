@@ -1,0 +1,161 @@
+"""Every SQL statement of the chat: one statement on each side of Letta, the per-user lease, history pages.
+
+The turn path runs single statements (data-modifying CTEs run once, in one transaction): one round trip to
+start a turn, one to store it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import asyncpg
+
+from service.db import Database
+from service.errors import DomainError
+from service.users.profiles import PROFILE_COLUMNS, READY_SQL
+
+LEASE_SECONDS = 30
+
+# Takes the user's lease unless a live one exists (then returns no row), if {condition} holds. $1 user,
+# $2 lease id, $3 holder, $4 seconds.
+_TAKE_LEASE = """
+    insert into private.chat_turn_leases (user_id, turn_id, holder, expires_at)
+    select $1, $2, $3, now() + make_interval(secs => $4) {condition}
+    on conflict (user_id) do update
+      set turn_id = excluded.turn_id, holder = excluded.holder, expires_at = excluded.expires_at,
+          letta_run_id = null, cancel_requested = false, acquired_at = now()
+      where private.chat_turn_leases.expires_at < now()
+    returning turn_id
+"""
+
+TAKE_LEASE = _TAKE_LEASE.format(condition="")
+
+# A turn starts in one round trip: the rate-limit hit; the profile; the lease if the hit was allowed and the
+# agent is ready; the user's message if the lease was taken. $5 content, $6 bucket, $7 limit, $8 window.
+BEGIN_TURN = f"""
+    with hit as (select * from private.rate_limit_hit($1, $6, $7, $8)),
+    profile as (select {PROFILE_COLUMNS} from public.user_profiles where id = $1),
+    lease as ({_TAKE_LEASE.format(condition=f"from hit, profile where hit.allowed and {READY_SQL}")}),
+    message as (
+        insert into public.messages (user_id, turn_id, role, content, status)
+        select $1, turn_id, 'user', $5, 'pending' from lease
+        returning id
+    )
+    select hit.allowed, hit.remaining, hit.retry_after_seconds, (select id from message) as user_message_id,
+        profile.*
+    from hit left join profile on true
+"""  # noqa: S608 - composed from constants only
+
+
+# A finished turn, stored in one statement. $1 user message, $2 its status, $3 error (both messages), $4 run id,
+# $5 user, $6 turn, $7 keep the reply, $8 reply text, $9 reply status, $10-$12 prompt/completion/total tokens,
+# $13 cost, $14 model, $15 Letta message id.
+STORE_TURN = """
+    with user_message as (
+        update public.messages set status = $2, error = $3, letta_run_id = $4 where id = $1
+    ),
+    reply as (
+        insert into public.messages (user_id, turn_id, role, content, status, error, prompt_tokens,
+            completion_tokens, tokens_used, cost, model, letta_run_id, letta_message_id)
+        select $5, $6, 'assistant', $8, $9, $3, $10, $11, $12, $13, $14, $4, $15
+        where $7
+        returning id
+    ),
+    usage as (
+        insert into public.usage_metrics (user_id, date, total_messages, prompt_tokens, completion_tokens,
+            total_tokens, total_cost)
+        values ($5, (now() at time zone 'utc')::date, case when $7 then 2 else 1 end, $10, $11, $12,
+            coalesce($13::numeric, 0))
+        on conflict (user_id, date) do update set
+            total_messages = usage_metrics.total_messages + excluded.total_messages,
+            prompt_tokens = usage_metrics.prompt_tokens + excluded.prompt_tokens,
+            completion_tokens = usage_metrics.completion_tokens + excluded.completion_tokens,
+            total_tokens = usage_metrics.total_tokens + excluded.total_tokens,
+            total_cost = usage_metrics.total_cost + excluded.total_cost
+    ),
+    activity as (
+        update public.user_profiles set last_active_at = now() where id = $5
+    ),
+    lease as (
+        delete from private.chat_turn_leases where user_id = $5 and turn_id = $6
+    )
+    select id from reply
+"""
+
+RELEASE_LEASE = "delete from private.chat_turn_leases where user_id = $1 and turn_id = $2"
+
+# Renews a running turn's lease, records its Letta run id once seen, and says whether a cancel was asked for.
+RENEW_LEASE = """
+    update private.chat_turn_leases set expires_at = now() + make_interval(secs => $3),
+        letta_run_id = coalesce($4, letta_run_id)
+    where user_id = $1 and turn_id = $2
+    returning cancel_requested
+"""
+
+REQUEST_CANCEL = """
+    update private.chat_turn_leases set cancel_requested = true where user_id = $1 and expires_at > now()
+    returning turn_id
+"""
+
+# The message columns the history and the export return (not ``error``: the upstream's words stay private).
+MESSAGE_COLUMNS = (
+    "id, turn_id, role, content, status, prompt_tokens, completion_tokens, tokens_used, cost, model, created_at"
+)
+
+
+async def take_lease(db: Database, user_id: uuid.UUID, lease_id: uuid.UUID, holder: str) -> bool:
+    return await db.fetchval(TAKE_LEASE, user_id, lease_id, holder, LEASE_SECONDS) is not None
+
+
+async def release_lease(db: Database, user_id: uuid.UUID, lease_id: uuid.UUID) -> None:
+    await db.execute(RELEASE_LEASE, user_id, lease_id)
+
+
+# -- history: keyset pages, newest first (the export reads oldest first) --------------------------------------
+def encode_cursor(created_at: datetime, message_id: uuid.UUID) -> str:
+    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{message_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created_at, message_id = raw.split("|", 1)
+        moment = datetime.fromisoformat(created_at)
+        if moment.tzinfo is None:
+            raise ValueError("a cursor's time has an offset")
+        # In UTC: a made-up offset at the ends of the calendar overflows here, not in Postgres.
+        return moment.astimezone(UTC), uuid.UUID(message_id)
+    except (ValueError, OverflowError, binascii.Error, UnicodeDecodeError) as exc:
+        raise DomainError("invalid_cursor", "before is not a cursor returned by this endpoint") from exc
+
+
+async def messages_page(
+    db: Database,
+    user_id: uuid.UUID,
+    limit: int,
+    after: tuple[datetime, uuid.UUID] | None = None,
+    *,
+    newest_first: bool = True,
+) -> list[asyncpg.Record]:
+    """Up to ``limit`` of the user's messages past the keyset position ``after`` (exclusive)."""
+    order, compare = ("desc", "<") if newest_first else ("asc", ">")
+    condition, args = (f"and (created_at, id) {compare} ($3, $4)", [*after]) if after else ("", [])
+    return await db.fetch(
+        f"select {MESSAGE_COLUMNS} from public.messages where user_id = $1 {condition} "  # noqa: S608
+        f"order by created_at {order}, id {order} limit $2",
+        user_id,
+        limit,
+        *args,
+    )
+
+
+async def all_messages(db: Database, user_id: uuid.UUID, batch: int) -> AsyncIterator[list[asyncpg.Record]]:
+    """All the user's messages oldest first, in keyset batches: no long transaction, bounded memory."""
+    after: tuple[datetime, uuid.UUID] | None = None
+    while rows := await messages_page(db, user_id, batch, after, newest_first=False):
+        yield rows
+        after = (rows[-1]["created_at"], rows[-1]["id"])

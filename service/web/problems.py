@@ -1,0 +1,224 @@
+"""RFC 9457 problem details for every error the service returns, and the one table of domain error codes.
+
+``ERRORS`` maps each ``DomainError`` code to its HTTP status, title, user-facing sentence, ``Retry-After``
+and WebSocket code: HTTP responses, WebSocket error frames, in-stream ``error`` events and the OpenAPI
+examples are all made from it. Controllers may also raise ``ProblemError`` directly for input they refuse.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any
+
+from litestar import Request, Response
+from litestar.exceptions import ClientException, HTTPException, ValidationException
+from litestar.types import ExceptionHandlersMap
+
+from service.errors import DomainError
+from service.web.request_context import ensure_request_id
+
+logger = logging.getLogger("service.errors")
+
+PROBLEM_JSON = "application/problem+json"
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorSpec:
+    status: int
+    title: str
+    sentence: str
+    retry_after: int | None = None
+    ws_code: str | None = None  # the WebSocket error frame's code when it is not the domain code
+
+
+_PHRASE = {status.value: status.phrase for status in HTTPStatus}
+
+ERRORS: dict[str, ErrorSpec] = {
+    # Accounts and profiles
+    "account_deleted": ErrorSpec(401, "Account Deleted", "this account has been deleted; sign in again"),
+    "not_a_user": ErrorSpec(403, _PHRASE[403], "this route acts for a signed-in user; the service role has no agent"),
+    "no_profile": ErrorSpec(404, _PHRASE[404], "no profile yet: it is being created", retry_after=5),
+    "agent_not_ready": ErrorSpec(
+        503, "Agent Not Ready", "your assistant is still being set up; retry shortly", 5, "agent_unavailable"
+    ),
+    # Chat turns (also the codes of in-stream `error` events)
+    "invalid_message": ErrorSpec(422, _PHRASE[422], "the message is not valid"),
+    "message_too_large": ErrorSpec(413, _PHRASE[413], "the message is too large"),
+    "turn_in_progress": ErrorSpec(409, "Turn In Progress", "a reply is still being written; wait for it or cancel it"),
+    "invalid_cursor": ErrorSpec(400, _PHRASE[400], "before is not a cursor returned by this endpoint"),
+    "no_turn": ErrorSpec(404, _PHRASE[404], "no reply is being written right now"),
+    "rate_limited": ErrorSpec(429, _PHRASE[429], "too many requests; retry later"),
+    "budget_exceeded": ErrorSpec(402, "Budget Exceeded", "your budget is used up; the reply was stopped"),
+    "agent_unavailable": ErrorSpec(
+        503, "Agent Unavailable", "the assistant is unreachable right now; please retry", retry_after=5
+    ),
+    "agent_timeout": ErrorSpec(
+        504,
+        "Agent Timeout",
+        "the assistant did not start answering in time; the attempt was stopped and your message saved as failed, "
+        "please retry",
+    ),
+    "llm_error": ErrorSpec(502, "LLM Error", "the language model failed to answer"),
+    "agent_error": ErrorSpec(502, "Agent Error", "the assistant could not finish the reply"),
+    "storage_failed": ErrorSpec(502, "Storage Failed", "the reply could not be saved"),
+    "internal": ErrorSpec(500, _PHRASE[500], "an unexpected error occurred; please retry"),
+    # Agent memory
+    "memory_too_long": ErrorSpec(422, _PHRASE[422], "the memory block is longer than its limit"),
+    # Billing
+    "billing_unavailable": ErrorSpec(
+        503, "Billing Unavailable", "billing (LiteLLM) is unreachable right now", retry_after=10
+    ),
+    "billing_not_ready": ErrorSpec(503, _PHRASE[503], "your billing account is still being set up", retry_after=5),
+    "budget_refused": ErrorSpec(
+        422, _PHRASE[422], "LiteLLM refused the budget change; check max_budget and budget_duration"
+    ),
+    # Account deletion
+    "deletion_not_configured": ErrorSpec(
+        503, _PHRASE[503], "account deletion is not configured: set SUPABASE_SERVICE_KEY"
+    ),
+    "auth_unavailable": ErrorSpec(
+        503,
+        "Service Unavailable",
+        "could not delete your login right now; nothing was deleted, retry shortly",
+        retry_after=10,
+    ),
+}
+
+
+def spec_of(code: str) -> ErrorSpec:
+    """The table's entry for ``code`` (``internal`` for a code it does not know)."""
+    return ERRORS.get(code) or ERRORS["internal"]
+
+
+def sentence(code: str) -> str:
+    return spec_of(code).sentence
+
+
+class ProblemError(HTTPException):
+    """An error the client can act on; rendered as problem details.
+
+    ``extra`` becomes RFC 9457 extension members (e.g. ``spend`` and ``max_budget`` on a 402).
+    """
+
+    def __init__(
+        self,
+        status_code: int,
+        detail: str,
+        *,
+        title: str | None = None,
+        type_: str = "about:blank",
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(detail=detail, status_code=status_code, headers=headers)
+        self.title = title or HTTPStatus(status_code).phrase
+        self.type_ = type_
+        self.members = extra
+
+    @classmethod
+    def of(cls, error: DomainError) -> ProblemError:
+        """The problem a domain error is answered with, from ``ERRORS``."""
+        spec = spec_of(error.code)
+        retry_after = error.retry_after if error.retry_after is not None else spec.retry_after
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+        members = {"code": error.code, **error.members}
+        if error.retry_after is not None:
+            members["retry_after"] = error.retry_after
+        return cls(spec.status, error.detail or spec.sentence, title=spec.title, headers=headers, **members)
+
+
+# Problem extension members worth passing on in a WebSocket error frame.
+_FRAME_MEMBERS = ("spend", "max_budget", "retry_after", "turn_id", "limit", "window_seconds")
+
+
+def error_frame(error: DomainError) -> dict[str, Any]:
+    """A WebSocket ``error`` frame for a domain error: its code, sentence and the HTTP status it has elsewhere."""
+    spec = spec_of(error.code)
+    members = error.members if error.retry_after is None else {**error.members, "retry_after": error.retry_after}
+    extra = {k: v for k, v in members.items() if k in _FRAME_MEMBERS}
+    return {
+        "type": "error",
+        "code": spec.ws_code or error.code,
+        "message": error.detail or spec.sentence,
+        "status": spec.status,
+        **extra,
+    }
+
+
+def problem_body(
+    status: int, title: str, detail: str, instance: str | None, type_: str = "about:blank", **extra: Any
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"type": type_, "title": title, "status": status, "detail": detail}
+    if instance:
+        body["instance"] = instance
+    body["request_id"] = ensure_request_id()
+    body.update(extra)
+    return body
+
+
+def _problem_response(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    headers: dict[str, str] = {}
+    if isinstance(exc, DomainError):
+        exc = ProblemError.of(exc)
+    if isinstance(exc, ProblemError):
+        status, title, detail = exc.status_code, exc.title, exc.detail
+        body = problem_body(status, title, detail, request.url.path, exc.type_, **exc.members)
+        headers.update(exc.headers or {})
+    elif isinstance(exc, ValidationException):
+        status = exc.status_code
+        detail = exc.detail if exc.detail != HTTPStatus(status).phrase else "the request is not valid"
+        body = problem_body(status, HTTPStatus(status).phrase, detail, request.url.path)
+        if isinstance(exc.extra, list) and exc.extra:
+            body["errors"] = exc.extra
+    elif isinstance(exc, HTTPException):
+        status = exc.status_code
+        title = HTTPStatus(status).phrase
+        # Litestar fills detail with the phrase when nothing specific was said.
+        detail = exc.detail if exc.detail and exc.detail != title else _default_detail(status)
+        body = problem_body(status, title, detail, request.url.path)
+        headers.update(exc.headers or {})
+    else:
+        status = 500
+        logger.exception("unhandled error", extra={"path": request.url.path})
+        body = problem_body(status, "Internal Server Error", "an unexpected error occurred", request.url.path)
+    return Response(content=body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _default_detail(status: int) -> str:
+    return {
+        401: "a valid Supabase access token is required",
+        403: "you are not allowed to do this",
+        404: "no such resource",
+        405: "this method is not allowed on this resource",
+    }.get(status, HTTPStatus(status).description or HTTPStatus(status).phrase)
+
+
+exception_handlers: ExceptionHandlersMap = {Exception: _problem_response}
+
+
+class ProblemRequest(Request[Any, Any, Any]):
+    """Litestar's request, with the JSON body errors msgspec raises outside ``DecodeError`` (bytes that are not
+    UTF-8, nesting deeper than its recursion limit) answered as 400 problems instead of 500s."""
+
+    async def json(self) -> Any:
+        try:
+            return await super().json()
+        except UnicodeDecodeError as exc:
+            raise ClientException(detail=f"the body is not valid UTF-8 (byte {exc.start})") from exc
+        except RecursionError as exc:
+            raise ClientException(detail="the JSON body is nested too deeply") from exc
+
+
+__all__ = [
+    "ERRORS",
+    "PROBLEM_JSON",
+    "ErrorSpec",
+    "ProblemError",
+    "ProblemRequest",
+    "error_frame",
+    "exception_handlers",
+    "problem_body",
+    "sentence",
+]

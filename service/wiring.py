@@ -1,0 +1,158 @@
+"""The one place services are built, and how handlers receive them: by name and type, through Litestar's
+dependency injection (``DEPENDENCIES``). A handler that declares ``chat: ChatService`` gets the process's
+``ChatService``; the app's lifespan builds them all at start-up and closes them at shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.di import Provide
+
+from service.agents.lifecycle import AgentLifecycle
+from service.agents.service import AgentService
+from service.auth.tokens import TokenVerifier
+from service.billing.budgets import Billing
+from service.chat.service import ChatService
+from service.clients.http import http_client
+from service.clients.letta import LettaClient
+from service.clients.litellm import LiteLLMClient
+from service.db import Database, create_pool
+from service.provisioning.service import Provisioner
+from service.rate_limit import CHAT_BUCKET, MEMORY_BUCKET, PostgresRateLimiter
+from service.settings import Settings
+from service.web.state import services_of
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    settings: Settings
+    http: httpx.AsyncClient
+    db: Database
+    tokens: TokenVerifier
+    letta: LettaClient
+    litellm: LiteLLMClient
+    rate_limiter: PostgresRateLimiter
+    billing: Billing
+    provisioner: Provisioner
+    chat: ChatService
+    agents: AgentService
+
+
+def build_services(settings: Settings, http: httpx.AsyncClient, db: Database) -> Services:
+    def secret(value: Any) -> str | None:
+        return value.get_secret_value() if value is not None else None
+
+    letta = LettaClient(http, settings.letta_base_url, secret(settings.letta_api_token))
+    litellm = LiteLLMClient(http, settings.litellm_base_url, settings.litellm_master_key.get_secret_value())
+    tokens = TokenVerifier(
+        audience=settings.jwt_audience,
+        issuer=settings.jwt_issuer,
+        jwks_url=settings.jwks_url or None,
+        jwks=settings.jwks_inline,
+        hs256_secret=secret(settings.jwt_secret),
+        http=http,
+        cache_seconds=settings.jwks_cache_seconds,
+    )
+    rate_limiter = PostgresRateLimiter(
+        db,
+        {
+            CHAT_BUCKET: (settings.rate_limit_chat_per_minute, 60),
+            MEMORY_BUCKET: (settings.rate_limit_memory_per_minute, 60),
+        },
+    )
+    lifecycle = AgentLifecycle(db, letta, litellm.openai_base_url, settings)
+    provisioner = Provisioner(db, litellm, letta, settings, lifecycle)
+    billing = Billing(litellm)
+    chat = ChatService(db, letta, billing, settings, rate_limiter, provisioner)
+    agents = AgentService(letta, lifecycle, chat)
+    return Services(settings, http, db, tokens, letta, litellm, rate_limiter, billing, provisioner, chat, agents)
+
+
+def lifespan(settings: Settings) -> Callable[[Litestar], Any]:
+    @asynccontextmanager
+    async def run(app: Litestar) -> AsyncIterator[None]:
+        # One pooled HTTP client per process: connection reuse to Letta/LiteLLM matters for latency.
+        limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
+        timeout = httpx.Timeout(settings.http_timeout_seconds, connect=5.0)
+        async with http_client(limits=limits, timeout=timeout) as http:
+            db = await create_pool(settings)
+            services = build_services(settings, http, db)
+            app.state.services = services
+            stop = asyncio.Event()
+            reconciler = asyncio.create_task(services.provisioner.run_reconciler(stop))
+            try:
+                yield
+            finally:
+                stop.set()
+                await reconciler
+                await services.chat.drain()
+                await services.provisioner.drain()
+                await db.close()
+
+    return run
+
+
+# Typed providers: what a handler declares (``chat: ChatService``) is what mypy checks it receives.
+def _settings(state: State) -> Settings:
+    return services_of(state).settings
+
+
+def _http(state: State) -> httpx.AsyncClient:
+    return services_of(state).http
+
+
+def _db(state: State) -> Database:
+    return services_of(state).db
+
+
+def _tokens(state: State) -> TokenVerifier:
+    return services_of(state).tokens
+
+
+def _letta(state: State) -> LettaClient:
+    return services_of(state).letta
+
+
+def _litellm(state: State) -> LiteLLMClient:
+    return services_of(state).litellm
+
+
+def _billing(state: State) -> Billing:
+    return services_of(state).billing
+
+
+def _provisioner(state: State) -> Provisioner:
+    return services_of(state).provisioner
+
+
+def _chat(state: State) -> ChatService:
+    return services_of(state).chat
+
+
+def _agents(state: State) -> AgentService:
+    return services_of(state).agents
+
+
+DEPENDENCIES: dict[str, Provide] = {
+    name: Provide(provide, sync_to_thread=False)
+    for name, provide in {
+        "settings": _settings,
+        "http": _http,
+        "db": _db,
+        "tokens": _tokens,
+        "letta": _letta,
+        "litellm": _litellm,
+        "billing": _billing,
+        "provisioner": _provisioner,
+        "chat": _chat,
+        "agents": _agents,
+    }.items()
+}
