@@ -64,7 +64,8 @@ create trigger user_profiles_set_updated_at
 
 -- ===================================================================== public.messages
 -- Chat history for the UI. A turn = the user's message + the assistant's reply (same turn_id); the
--- reply is inserted 'pending' and completed/failed/cancelled when the stream ends.
+-- user's message is inserted 'pending' before the agent is called, and the reply is inserted when the
+-- turn ends (complete, failed or cancelled), together with the user's message's final status.
 create table public.messages (
   id                uuid primary key default gen_random_uuid(),
   user_id           uuid not null references public.user_profiles (id) on delete cascade,

@@ -2,8 +2,8 @@
 // the Litestar service, signed per Standard Webhooks (the scheme Supabase Auth hooks use).
 //
 // pg_net can only send static headers, so the database authenticates with a shared secret in
-// `x-webhook-secret`; the service accepts only Standard Webhooks signatures (timestamped, replay-
-// bounded), which this function adds. It keeps no state: pg_net's caller sees the service's status,
+// `x-webhook-secret`; this function checks it and adds a Standard Webhooks signature (timestamped,
+// replay-bounded), the mode the service prefers (it also accepts the shared secret straight from pg_net). It keeps no state: pg_net's caller sees the service's status,
 // and a 5xx (502 here) whenever the event was not delivered.
 //
 // Environment (read per request, so a missing value is a 500 with a clear detail, never an import
@@ -210,7 +210,8 @@ export async function handler(req: Request): Promise<Response> {
   const event = validate(payload);
   if ("error" in event) return problem(400, "Bad Request", event.error);
 
-  // Stable per event, so the service can deduplicate pg_net/edge retries.
+  // Stable per event (one id for every retry of it). The service does not deduplicate by it: its work
+  // is idempotent, so a retried event is simply done again.
   const msgId = `msg_${event.type.toLowerCase()}_${event.userId}`;
   const now = new Date();
   const headers = {
