@@ -11,6 +11,13 @@ source (``litellm/proxy/...``; file references are in the comments):
   :mod:`devstack.doubles.scripted_model`; spend is charged per key and per LiteLLM user
   (prompt_tokens x input price + completion_tokens x output price) and over-budget users are
   rejected the way LiteLLM rejects them;
+* spend logs: every charged call (a stream cut short too, with what it was charged) leaves one
+  ``LiteLLM_SpendLogs`` row, readable with ``GET /spend/logs`` (``api_key``, ``user_id``,
+  ``request_id``, ``start_date``/``end_date``, ``summarize``). Like LiteLLM's batch writer
+  (``proxy_batch_write_at``), a row is inserted only on a later tick of a fixed grid of
+  ``DoubleSettings.spend_logs_batch_write_s`` seconds (between 1x and 2x that after the call;
+  env ``PROXY_BATCH_WRITE_AT`` for the CLI, default 1 s); until then ``/spend/logs`` does not show it,
+  although the key's and user's spend already include it;
 * test control under ``/_double/`` (master key):
   ``GET|DELETE /_double/requests`` the log of chat/embedding calls (key, LiteLLM user, body's
   ``user``, model, stream, tokens, cost, status, the body itself);
@@ -21,8 +28,11 @@ source (``litellm/proxy/...``; file references are in the comments):
   ``POST /_double/spend`` ``{"user_id": "u1", "spend": 10.5}`` (or ``{"key": "sk-...", ...}``).
 
 State is in memory (one asyncio lock), optionally persisted to a JSON file so a restart keeps users
-and keys. Differences from the real proxy are deliberate simplifications: no teams/orgs, budgets
-reset lazily when read instead of by a background job, and spend is updated synchronously.
+and keys; spend-log rows are appended to a JSON-lines file beside it (``<state>.spend-logs.jsonl``,
+one write per call instead of rewriting every row). Differences from the real proxy are deliberate
+simplifications: no teams/orgs, budgets reset lazily when read instead of by a background job, key
+and user spend are updated synchronously (LiteLLM batches those too), rows queued for the batch
+writer survive a restart (LiteLLM loses them on a crash), and rejected calls leave no spend-log row.
 
 Run: ``python -m devstack.doubles.litellm_double --port 4000 --master-key sk-master-dev``.
 """
@@ -34,6 +44,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import math
 import os
 import re
 import secrets
@@ -59,6 +70,9 @@ DEFAULT_MASTER_KEY = "sk-master-dev"
 MODEL_CREATED_AT = 1677610602  # litellm/constants.py DEFAULT_MODEL_CREATED_AT_TIME
 PROXY_ADMIN_USER_ID = "default_user_id"  # litellm_proxy_admin_name: the master key's user_id
 MAX_LOGGED_REQUESTS = 2000
+MODEL_API_BASE = "https://api.openai.com"
+SPEND_LOGS_PAGINATION_COUNT_CAP = 10000  # spend_management_endpoints.py: /spend/logs returns at most this
+DEFAULT_SPEND_LOGS_BATCH_WRITE_S = 1.0  # LiteLLM's proxy_batch_write_at is 10 s (+0-5 s jitter)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +129,9 @@ class DoubleSettings:
     include_cost_in_streaming_usage: bool = True
     # Extra pause between streamed chunks for every reply ("[[slow]]" sets its own).
     chunk_delay_s: float = 0.0
+    # LiteLLM writes spend-log rows in batches (general_settings.proxy_batch_write_at): a row shows in
+    # /spend/logs from the first tick of this grid that is at least this long after the call; 0 = at once.
+    spend_logs_batch_write_s: float = DEFAULT_SPEND_LOGS_BATCH_WRITE_S
     clock: Callable[[], datetime] = _utcnow
 
 
@@ -204,6 +221,63 @@ class KeyRow(msgspec.Struct, kw_only=True):
     last_rotation_at: datetime | None = None
     key_rotation_at: datetime | None = None
     budget_limits: Any | None = None
+
+
+class SpendLogRow(msgspec.Struct, kw_only=True):
+    """Every column of ``LiteLLM_SpendLogs``, as ``spend_tracking_utils.get_logging_payload`` fills it
+    and Prisma reads it back (JSON columns parsed, times in UTC to the millisecond)."""
+
+    request_id: str
+    call_type: str
+    api_key: str  # the sha256 of the key, like LiteLLM_VerificationToken.token
+    spend: float = 0.0
+    total_tokens: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    startTime: datetime
+    endTime: datetime
+    request_duration_ms: int | None = None
+    completionStartTime: datetime | None = None
+    model: str = ""
+    model_id: str | None = ""
+    model_group: str | None = ""
+    custom_llm_provider: str | None = ""
+    api_base: str | None = ""
+    user: str | None = ""
+    metadata: dict[str, Any] = {}
+    cache_hit: str | None = "False"
+    cache_key: str | None = "Cache OFF"  # litellm.cache is None
+    request_tags: list[str] = []
+    team_id: str | None = ""
+    organization_id: str | None = ""
+    end_user: str | None = ""
+    requester_ip_address: str | None = None
+    messages: Any = {}  # store_prompts_in_spend_logs is off
+    response: Any = {}
+    session_id: str | None = None
+    status: str | None = "success"
+    mcp_namespaced_tool_name: str | None = None
+    billing_agent_id: str | None = None
+    agent_id: str | None = None
+    proxy_server_request: Any = {}
+    litellm_call_id: str | None = None
+    created_at: datetime  # when the batch writer inserted it: the row is visible from then on
+    updated_at: datetime
+
+
+# The keys of SpendLogsMetadata (proxy/_types.py): _get_spend_logs_metadata writes every one of them.
+_SPEND_LOGS_METADATA_KEYS = """
+actor_agent_id target_agent_id billing_agent_id agent_execution_mode verified_human_user_id
+autorouter_baseline_observation additional_usage_values user_api_key user_api_key_alias user_api_key_team_id
+user_api_key_project_id user_api_key_project_alias user_api_key_org_id user_api_key_user_id user_api_key_team_alias
+spend_logs_metadata requester_ip_address user_agent litellm_call_id applied_guardrails mcp_tool_call_metadata
+vector_store_request_metadata routing_decision internal_call_origin litellm_roi_estimator guardrail_information
+eval_information status proxy_server_request batch_models batch_successful_requests batch_failed_requests
+error_information usage_object model_map_information cold_storage_object_key litellm_overhead_time_ms
+attempted_retries max_retries attempted_fallbacks original_model_group cost_breakdown compression_savings
+autorouter_savings autorouter_savings_estimate litellm_gateway_injected_cache router_metadata azure_spillover
+used_client_oauth_token
+"""
 
 
 class PersistedState(msgspec.Struct):
@@ -448,6 +522,7 @@ class DoubleState:
     keys: dict[str, KeyRow] = field(default_factory=dict)  # by token hash
     requests: list[dict[str, Any]] = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)
+    spend_logs: list[SpendLogRow] = field(default_factory=list)  # written and queued rows, oldest first
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def now(self) -> datetime:
@@ -463,6 +538,14 @@ class DoubleState:
         persisted = msgspec.json.decode(path.read_bytes(), type=PersistedState)
         self.users = {u.user_id: u for u in persisted.users}
         self.keys = {k.token: k for k in persisted.keys}
+        spend_logs = _spend_logs_path(path)
+        if spend_logs.exists():
+            decoder = msgspec.json.Decoder(SpendLogRow)
+            for line in spend_logs.read_bytes().splitlines():
+                try:
+                    self.spend_logs.append(decoder.decode(line))
+                except msgspec.DecodeError:
+                    continue  # a line cut short by a crash
 
     def save(self) -> None:
         path = self.settings.state_file
@@ -472,6 +555,19 @@ class DoubleState:
         tmp = path.with_suffix(path.suffix + ".tmp")
         tmp.write_bytes(data)
         os.replace(tmp, path)  # atomic: a crash never leaves half a file
+
+    def write_spend_log(self, row: SpendLogRow) -> None:
+        """Queue a row for LiteLLM's batch writer: it is inserted (``created_at``) at a later tick."""
+        row.created_at = row.updated_at = batch_write_time(row.endTime, self.settings.spend_logs_batch_write_s)
+        self.spend_logs.append(row)
+        if self.settings.state_file is not None:
+            with _spend_logs_path(self.settings.state_file).open("ab") as file:
+                file.write(msgspec.json.encode(row) + b"\n")
+
+    def written_spend_logs(self) -> list[SpendLogRow]:
+        """The rows in LiteLLM_SpendLogs now: the batch writer has inserted them."""
+        now = self.now()
+        return [row for row in self.spend_logs if row.created_at <= now]
 
     def user(self, user_id: str | None) -> UserRow | None:
         """The user row, with its budget reset first if its window has ended (LiteLLM's reset job
@@ -497,6 +593,26 @@ class DoubleState:
         self.requests.append(entry)
         del self.requests[:-MAX_LOGGED_REQUESTS]
         return entry
+
+
+def _spend_logs_path(state_file: Path) -> Path:
+    return state_file.with_suffix(".spend-logs.jsonl")
+
+
+def _to_ms(moment: datetime) -> datetime:
+    """Prisma's DateTime precision: milliseconds."""
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+def batch_write_time(queued: datetime, interval_s: float) -> datetime:
+    """When LiteLLM's periodic spend-log writer inserts a row queued at ``queued``: the first tick of a
+    grid of ``interval_s`` seconds (from the Unix epoch) at least ``interval_s`` after it, so between
+    1x and 2x the interval later, and rows queued in the same window land together."""
+    if interval_s <= 0:
+        return _to_ms(queued)
+    step_ms = max(1, round(interval_s * 1000))
+    due_ms = math.floor(queued.timestamp() * 1000) + step_ms
+    return datetime.fromtimestamp(-(-due_ms // step_ms) * step_ms / 1000, UTC)
 
 
 def _state(request: Request[Any, Any, Any]) -> DoubleState:
@@ -877,6 +993,113 @@ async def key_info(request: Request[Any, Any, Any], key: FromQuery[str | None] =
 
 
 # ---------------------------------------------------------------------------------------------
+# Spend logs (proxy/spend_tracking/spend_management_endpoints.py, view_spend_logs)
+
+# The roles view_spend_logs does not narrow to the caller's own user_id; any other role, and a user
+# without one (auth_checks.effective_user_role reads None as internal_user), sees only its own rows.
+_SPEND_LOG_READERS_OF_ALL_ROWS = ("proxy_admin", "proxy_admin_viewer")
+# pydantic's str -> bool (FastAPI query parameter), case-insensitive.
+_QUERY_BOOLS = {"1": True, "on": True, "t": True, "true": True, "y": True, "yes": True}
+_QUERY_BOOLS |= {"0": False, "off": False, "f": False, "false": False, "n": False, "no": False}
+
+
+def _query_bool(name: str, raw: str | None, default: bool) -> bool:
+    if raw is None:
+        return default
+    value = _QUERY_BOOLS.get(raw.lower())
+    if value is None:  # otel_request_validation_exception_handler: {"detail": [{type, loc, msg}]}
+        message = "Input should be a valid boolean, unable to interpret input"
+        raise DetailError(422, [{"type": "bool_parsing", "loc": ["query", name], "msg": message}])
+    return value
+
+
+def _spend_logs_user_scope(state: DoubleState, caller: Caller, user_id: str | None) -> str | None:
+    """view_spend_logs: an internal user's (or role-less user's) key reads only its own user's rows,
+    whatever user_id it asks for; the master key and proxy admins (viewers too) read any."""
+    if caller.is_admin:
+        return user_id
+    user = state.users.get(caller.user_id or "")
+    if user is not None and user.user_role in _SPEND_LOG_READERS_OF_ALL_ROWS:
+        return user_id
+    return caller.user_id
+
+
+def _parse_spend_logs_date(value: str) -> datetime:
+    try:
+        return datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=UTC)
+    except ValueError as exc:  # the endpoint's catch-all: ProxyException(type internal_error, code 500)
+        raise ProxyError(500, f"/spend/logs Error{exc}", "internal_error", "None") from exc
+
+
+def _daily_spend_summary(rows: list[SpendLogRow], end_day: datetime) -> list[dict[str, Any]]:
+    """The summarize=true answer: per day (of startTime, UTC) the spend by hashed key (as top-level
+    keys), the total, and by user and model; then zero days after the last day with rows up to
+    end_date. No rows: []."""
+    days: dict[str, list[SpendLogRow]] = {}
+    for row in sorted(rows, key=lambda r: r.startTime):
+        days.setdefault(row.startTime.date().isoformat(), []).append(row)
+    summary: list[dict[str, Any]] = []
+    for day, day_rows in days.items():
+        item: dict[str, Any] = {}
+        for row in day_rows:
+            item[row.api_key] = item.get(row.api_key, 0.0) + row.spend
+        users: dict[str, float] = {}
+        models: dict[str, float] = {}
+        for row in day_rows:
+            users[row.user or ""] = users.get(row.user or "", 0.0) + row.spend
+            models[row.model] = models.get(row.model, 0.0) + row.spend
+        item |= {"startTime": day, "spend": sum(r.spend for r in day_rows), "users": users, "models": models}
+        summary.append(item)
+    if summary:
+        last = datetime.fromisoformat(summary[-1]["startTime"]).date()
+        for offset in range(1, (end_day.date() - last).days + 1):
+            day = (last + timedelta(days=offset)).isoformat()
+            summary.append({"startTime": day, "spend": 0, "users": {}, "models": {}})
+    return summary
+
+
+@get("/spend/logs")
+async def spend_logs(
+    request: Request[Any, Any, Any],
+    api_key: FromQuery[str | None] = None,
+    user_id: FromQuery[str | None] = None,
+    request_id: FromQuery[str | None] = None,
+    start_date: FromQuery[str | None] = None,
+    end_date: FromQuery[str | None] = None,
+    summarize: FromQuery[str | None] = None,
+) -> Response[Any]:
+    """Spend-log rows newest first (at most 10,000, then ``x-litellm-spend-logs-truncated: true``),
+    filtered by ``api_key`` (a key, hashed if it starts with "sk-", or its hash), ``user_id`` and
+    ``request_id`` (request_id or litellm_call_id). ``start_date`` and ``end_date`` (YYYY-MM-DD, UTC)
+    count only together, as startTime from start midnight to end midnight inclusive (so a row later on
+    end_date is left out); with both, ``summarize`` (default true) answers per-day totals instead of
+    rows, where request_id matches request_id only. Rows appear once the batch writer inserted them."""
+    state = _state(request)
+    caller = authenticate(state, request)
+    wants_summary = _query_bool("summarize", summarize, default=True)
+    user_id = _spend_logs_user_scope(state, caller, user_id)
+    hashed_key = _hash_key(api_key) if api_key is not None and api_key.startswith("sk-") else api_key
+    rows = state.written_spend_logs()
+    if hashed_key is not None:
+        rows = [r for r in rows if r.api_key == hashed_key]
+    if user_id is not None:
+        rows = [r for r in rows if r.user == user_id]
+    if start_date is not None and end_date is not None:
+        start, end = _parse_spend_logs_date(start_date), _parse_spend_logs_date(end_date)
+        rows = [r for r in rows if start <= r.startTime <= end]
+        if wants_summary:
+            if request_id is not None:
+                rows = [r for r in rows if r.request_id == request_id]
+            return Response(_daily_spend_summary(rows, end))
+    if request_id is not None:
+        rows = [r for r in rows if request_id in (r.request_id, r.litellm_call_id)]
+    rows = sorted(rows, key=lambda r: r.startTime, reverse=True)[:SPEND_LOGS_PAGINATION_COUNT_CAP]
+    truncated = len(rows) == SPEND_LOGS_PAGINATION_COUNT_CAP
+    headers = {"x-litellm-spend-logs-truncated": "true"} if truncated else None
+    return Response([_dump(r) for r in rows], headers=headers)
+
+
+# ---------------------------------------------------------------------------------------------
 # Models and health
 
 
@@ -978,19 +1201,90 @@ def check_budget(state: DoubleState, caller: Caller) -> None:
     )
 
 
-def charge(state: DoubleState, caller: Caller, cost: float) -> None:
+def charge(
+    state: DoubleState,
+    caller: Caller,
+    cost: float,
+    row: SpendLogRow,
+    *,
+    prompt_tokens: int,
+    completion_tokens: int,
+    error: BaseException | None = None,
+) -> None:
+    """Adds the call's cost to the key and its user, and queues the call's spend-log row with the same
+    cost. ``error``: the call broke off part-way (LiteLLM's failure log bills the partial usage)."""
     if caller.key is not None:
         caller.key.spend += cost
         caller.key.last_active = state.now()
     user = state.user(caller.user_id) if not caller.is_admin else None
     if user is not None:
         user.spend += cost
+    row.spend = cost
+    row.prompt_tokens, row.completion_tokens = prompt_tokens, completion_tokens
+    row.total_tokens = prompt_tokens + completion_tokens
+    row.endTime = _to_ms(state.now())
+    row.completionStartTime = row.completionStartTime or row.endTime
+    row.request_duration_ms = int((row.endTime - row.startTime).total_seconds() * 1000)
+    if error is not None:
+        row.status = row.metadata["status"] = "failure"
+        row.metadata["error_information"] = {
+            "error_code": "",
+            "error_class": type(error).__name__,
+            "llm_provider": "openai",
+            "traceback": "",
+            "error_message": str(error),
+        }
+    state.write_spend_log(row)
     state.save()
+
+
+def _draft_spend_log(
+    request: Request[Any, Any, Any], state: DoubleState, caller: Caller, spec: ModelSpec, body: Mapping[str, Any]
+) -> SpendLogRow:
+    """The call's spend-log row as get_logging_payload builds it; ``charge`` completes it. Its
+    request_id is the response's ``id`` (chat) or else the litellm_call_id (embeddings, failures)."""
+    call_id = str(uuid.uuid4())
+    hashed = _hash_key(caller.api_key)  # UserAPIKeyAuth hashes an "sk-" api_key
+    start = _to_ms(state.now())
+    client_ip = request.client.host if request.client is not None else ""
+    end_user = body.get("user") if isinstance(body.get("user"), str) else None
+    metadata: dict[str, Any] = dict.fromkeys(_SPEND_LOGS_METADATA_KEYS.split())
+    metadata |= {
+        "user_api_key": hashed,
+        "user_api_key_alias": caller.key.key_alias if caller.key is not None else None,
+        "user_api_key_user_id": caller.user_id,
+        "requester_ip_address": client_ip,
+        "user_agent": request.headers.get("user-agent"),
+        "litellm_call_id": call_id,
+        "litellm_roi_estimator": False,
+        "additional_usage_values": {},
+        "status": "success",
+    }
+    return SpendLogRow(
+        request_id=call_id,
+        call_type="aembedding" if spec.mode == "embedding" else "acompletion",
+        api_key=hashed,
+        startTime=start,
+        endTime=start,
+        model=spec.model_name,
+        model_id=spec.model_id,
+        model_group=spec.model_name,
+        custom_llm_provider="openai",
+        api_base=MODEL_API_BASE,
+        user=caller.user_id or "",  # metadata user_api_key_user_id; the master key's is default_user_id
+        metadata=metadata,
+        end_user=end_user or "",  # the body's "user" (Letta sends its user id)
+        requester_ip_address=client_ip,
+        session_id=str(uuid.uuid4()),  # the call's trace id
+        litellm_call_id=call_id,
+        created_at=start,
+        updated_at=start,
+    )
 
 
 async def _admit_llm_call(
     request: Request[Any, Any, Any], route: str, required: str, mode: str
-) -> tuple[DoubleState, Caller, dict[str, Any], ModelSpec, dict[str, Any]]:
+) -> tuple[DoubleState, Caller, dict[str, Any], ModelSpec, dict[str, Any], SpendLogRow]:
     """Auth, budget, body and model checks in the real proxy's order; failures are logged too."""
     state = _state(request)
     body = await _json_body(request)
@@ -1018,15 +1312,15 @@ async def _admit_llm_call(
         entry["status_code"] = exc.status_code
         state.log(entry)
         raise
-    return state, caller, body, spec, state.log(entry)
+    return state, caller, body, spec, state.log(entry), _draft_spend_log(request, state, caller, spec, body)
 
 
-def _response_headers(caller: Caller, spec: ModelSpec, cost: float | None) -> dict[str, str]:
+def _response_headers(caller: Caller, spec: ModelSpec, cost: float | None, call_id: str | None) -> dict[str, str]:
     """common_request_processing.get_custom_headers (values of "None" are left out)."""
     headers = {
-        "x-litellm-call-id": str(uuid.uuid4()),
+        "x-litellm-call-id": call_id or str(uuid.uuid4()),
         "x-litellm-model-id": spec.model_id,
-        "x-litellm-model-api-base": "https://api.openai.com",
+        "x-litellm-model-api-base": MODEL_API_BASE,
         "x-litellm-version": LITELLM_VERSION,
         "x-litellm-key-spend": str((caller.key.spend if caller.key else 0.0) + (cost or 0.0)),
     }
@@ -1052,7 +1346,7 @@ def _message(reply: scripted_model.Reply) -> dict[str, Any]:
 
 @post(["/v1/chat/completions", "/chat/completions"], status_code=200)
 async def chat_completions(request: Request[Any, Any, Any]) -> Response[Any] | Stream:
-    state, caller, body, spec, entry = await _admit_llm_call(request, "/chat/completions", "messages", "chat")
+    state, caller, body, spec, entry, row = await _admit_llm_call(request, "/chat/completions", "messages", "chat")
     reply = scripted_model.decide(body)
     prompt = scripted_model.prompt_tokens(body)
     completion = scripted_model.completion_tokens(reply)
@@ -1065,6 +1359,7 @@ async def chat_completions(request: Request[Any, Any, Any]) -> Response[Any] | S
     }
     delay = reply.chunk_delay_s or state.settings.chunk_delay_s
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+    row.request_id = completion_id  # get_spend_logs_id: the response's id
     created = int(time.time())
     if body.get("stream"):
         fault: Fault | None = request.state.get("fault")
@@ -1075,19 +1370,20 @@ async def chat_completions(request: Request[Any, Any, Any]) -> Response[Any] | S
                 spec,
                 _chunks(spec, reply, completion_id, created),
                 entry,
+                row,
                 include_usage=bool((body.get("stream_options") or {}).get("include_usage")),
                 delay=delay,
                 drop_after=fault.drop_after_chunks if fault is not None else None,
             ),
             media_type="text/event-stream",
-            headers=_response_headers(caller, spec, None),
+            headers=_response_headers(caller, spec, None, row.litellm_call_id),
         )
     if delay:
         await asyncio.sleep(delay * max(1, len(reply.text_chunks())))
     cost = spec.cost(prompt, completion)
     async with state.lock:
-        headers = _response_headers(caller, spec, cost)
-        charge(state, caller, cost)
+        headers = _response_headers(caller, spec, cost, row.litellm_call_id)
+        charge(state, caller, cost, row, prompt_tokens=prompt, completion_tokens=completion)
         entry |= {"cost": cost, "completed": True}
     payload = {
         "id": completion_id,
@@ -1151,15 +1447,18 @@ async def _stream_body(
     spec: ModelSpec,
     chunks: list[dict[str, Any]],
     entry: dict[str, Any],
+    row: SpendLogRow,
     *,
     include_usage: bool,
     delay: float,
     drop_after: int | None,
 ) -> AsyncIterator[bytes]:
     """Sends the chunks, charges the call, then the usage chunk and [DONE]. A stream cut short
-    (client gone, injected drop) is charged for the prompt and the text already sent."""
+    (client gone, injected drop) is charged for the prompt and the text already sent; its spend-log
+    row is a failure row keyed by the litellm_call_id, with that same charge."""
     sent: list[str] = []
     charged = False
+    error: BaseException | None = None
     try:
         for index, chunk in enumerate(chunks):
             if drop_after is not None and index >= drop_after:
@@ -1169,10 +1468,12 @@ async def _stream_body(
             delta = chunk["choices"][0]["delta"]
             sent.append(delta.get("content") or "")
             sent.extend(c["function"].get("name", "") + c["function"]["arguments"] for c in delta.get("tool_calls", []))
+            row.completionStartTime = row.completionStartTime or _to_ms(state.now())
             yield _sse(chunk)
         prompt, completion = entry["prompt_tokens"], entry["completion_tokens"]
         cost = spec.cost(prompt, completion)
-        charge(state, caller, cost)  # no await inside: atomic on the event loop
+        # no await inside: atomic on the event loop
+        charge(state, caller, cost, row, prompt_tokens=prompt, completion_tokens=completion)
         charged = True
         entry |= {"cost": cost, "completed": True}
         if include_usage:
@@ -1182,11 +1483,23 @@ async def _stream_body(
                 usage["cost"] = cost  # _inject_cost_into_usage_dict
             yield _sse({**chunks[-1], "choices": [], "usage": usage})
         yield b"data: [DONE]\n\n"
+    except BaseException as exc:  # GeneratorExit/CancelledError when the client goes away
+        error = exc
+        raise
     finally:
         if not charged:
             completion = scripted_model.count_tokens("".join(sent))
             cost = spec.cost(entry["prompt_tokens"], completion)
-            charge(state, caller, cost)
+            row.request_id = row.litellm_call_id or row.request_id  # no response object: the call id
+            charge(
+                state,
+                caller,
+                cost,
+                row,
+                prompt_tokens=entry["prompt_tokens"],
+                completion_tokens=completion,
+                error=error or ConnectionAbortedError("stream ended early"),
+            )
             entry |= {
                 "cost": cost,
                 "completion_tokens": completion,
@@ -1196,7 +1509,7 @@ async def _stream_body(
 
 @post(["/v1/embeddings", "/embeddings"], status_code=200)
 async def embeddings(request: Request[Any, Any, Any]) -> Response[Any]:
-    state, caller, body, spec, entry = await _admit_llm_call(request, "/embeddings", "input", "embedding")
+    state, caller, body, spec, entry, row = await _admit_llm_call(request, "/embeddings", "input", "embedding")
     texts = scripted_model.embedding_inputs(body["input"])
     dims = int(body.get("dimensions") or spec.output_vector_size or scripted_model.EMBEDDING_DIMS)
     tokens = sum(scripted_model.count_tokens(t) for t in texts)
@@ -1212,8 +1525,8 @@ async def embeddings(request: Request[Any, Any, Any]) -> Response[Any]:
         )
         data.append({"object": "embedding", "index": index, "embedding": encoded})
     async with state.lock:
-        headers = _response_headers(caller, spec, cost)
-        charge(state, caller, cost)
+        headers = _response_headers(caller, spec, cost, row.litellm_call_id)
+        charge(state, caller, cost, row, prompt_tokens=tokens, completion_tokens=0)
         entry |= {"prompt_tokens": tokens, "total_tokens": tokens, "cost": cost, "completed": True}
     payload = {
         "object": "list",
@@ -1350,6 +1663,7 @@ def create_app(settings: DoubleSettings | None = None) -> Litestar:
             user_update,
             user_delete,
             key_info,
+            spend_logs,
             model_info,
             list_models,
             health_liveliness,
@@ -1381,6 +1695,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--budget-exceeded-status-code", type=int, default=422)
     parser.add_argument("--no-cost-in-streaming-usage", action="store_true")
     parser.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between streamed chunks")
+    parser.add_argument(
+        "--spend-logs-batch-write",
+        type=float,
+        default=float(os.environ.get("PROXY_BATCH_WRITE_AT", DEFAULT_SPEND_LOGS_BATCH_WRITE_S)),
+        help="seconds between spend-log batch writes (env PROXY_BATCH_WRITE_AT, LiteLLM's name); 0 = at once",
+    )
     parser.add_argument("--log-level", default="warning")
     args = parser.parse_args(argv)
     settings = DoubleSettings(
@@ -1389,6 +1709,7 @@ def main(argv: list[str] | None = None) -> None:
         budget_exceeded_status_code=args.budget_exceeded_status_code,
         include_cost_in_streaming_usage=not args.no_cost_in_streaming_usage,
         chunk_delay_s=args.chunk_delay,
+        spend_logs_batch_write_s=args.spend_logs_batch_write,
     )
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level)
 

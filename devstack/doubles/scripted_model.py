@@ -14,6 +14,9 @@ It is built to make Letta's memory observable:
   conversation therefore proves that Letta kept the memory.
 * magic phrases: "[[slow]]" (20 words, 100 ms apart), "[[long N]]" (N words),
   "[[archive <fact>]]" (``archival_memory_insert``); anything else -> "You said: <message>".
+* Letta's summarization request (sent when the context window fills: compaction of ``letta_v1_agent``)
+  -> a short summary of the transcript (a few sentences, under 100 words), never a tool call. It is
+  recognised by Letta's summarizer prompts (see :func:`is_summary_request`).
 
 Token counting is deliberately simple and documented: ``count_tokens(text) = ceil(len(text) / 4)``
 (the usual "4 characters per token" rule of thumb). Prompt tokens add 3 per message plus the
@@ -74,6 +77,34 @@ whom whose why will with would you your yours yourself remember recall don doesn
 _STOPWORDS = frozenset(_STOPWORDS_TEXT.split())
 # Letta packs some non-user events as JSON in user messages (letta/system.py); they are not input.
 _NON_INPUT_EVENTS = frozenset({"heartbeat", "login", "system_alert"})
+
+# Letta 0.16.8's summarization requests. In the "sliding_window" (the default) and "all" compaction
+# modes, letta/services/summarizer/summarizer.py simple_summary sends the mode's prompt as the system
+# message and the evicted messages as one user message built by simple_formatter:
+# "<start_transcript>\n[role] text\n...\n<end_transcript>\n. Generate the summary." (roles print as
+# "user"/"assistant" or, for user and tool messages, "MessageRole.user"/"MessageRole.tool"). The
+# "self_compact_*" modes (self_summarizer.py) append the prompt as the last user message of the agent's
+# own request instead, after an assistant "I understand. Let me summarize." when needed. The prompts
+# are in letta/prompts/summarizer_prompt.py (and gpt_summarize.py for the legacy summarizer); these are
+# their first sentences.
+SUMMARY_SYSTEM_PROMPT_OPENINGS = (
+    "The following messages are being evicted from the BEGINNING of your context window.",  # SLIDING_PROMPT
+    "Your task is to create a detailed summary of the conversation so far",  # ALL_PROMPT
+    "The following messages are being evicted from your context window.",  # SHORTER_SUMMARY_PROMPT
+    "Your job is to summarize a history of previous messages in a conversation",  # gpt_summarize.SYSTEM
+)
+SUMMARY_USER_PROMPT_OPENINGS = (
+    "The previous messages are being evicted from the BEGINNING of your context window.",  # SELF_SLIDING_PROMPT
+    "Your task is to create a detailed summary of the conversation so far.",  # SELF_ALL_PROMPT
+)
+_TRANSCRIPT_RE = re.compile(r"^<start_transcript>\n(?P<body>.*)\n<end_transcript>\n\. Generate the summary\.$", re.S)
+_TRANSCRIPT_LINE_RE = re.compile(r"^\[(?:MessageRole\.)?(?P<role>[a-z_]+)\] (?P<text>.*)$")
+_TRANSCRIPT_TOOL_CALL_RE = re.compile(r"(?:^| )-> (?P<name>[A-Za-z_][A-Za-z0-9_]*)\(")
+_SELF_SUMMARY_ACK = "I understand. Let me summarize."  # self_summarizer.py's dummy assistant message
+_MAGIC_RE = re.compile(r"\[\[.*?\]\]", re.S)
+SUMMARY_QUOTE_WORDS = 12
+SUMMARY_QUOTE_CHARS = 100
+SUMMARY_MAX_TOOLS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +214,8 @@ def offered_tools(body: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
 def decide(body: Mapping[str, Any]) -> Reply:
     """The scripted model: one deterministic reply for one chat-completions request body."""
     messages: Sequence[Mapping[str, Any]] = body.get("messages") or []
+    if is_summary_request(messages):
+        return Reply(text=summarize(messages))
     tools = offered_tools(body)
     user_index = _latest_user_index(messages)
     if user_index is None:
@@ -216,6 +249,102 @@ def decide(body: Mapping[str, Any]) -> Reply:
     if is_question(text):
         return Reply(text=answer_from_memory(text, parse_memory_blocks(system_text(messages))))
     return Reply(text=f"You said: {text}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Letta's summarization request
+
+
+def _last_user_text(messages: Sequence[Mapping[str, Any]]) -> str:
+    last = next((m for m in reversed(messages) if m.get("role") == "user"), None)
+    return message_text(last) if last is not None else ""
+
+
+def is_summary_request(messages: Sequence[Mapping[str, Any]]) -> bool:
+    """Letta asks for a summary: its summarizer prompt is the system message (or, in self-compaction,
+    the last user message), or the last user message is simple_formatter's transcript."""
+    if system_text(messages).lstrip().startswith(SUMMARY_SYSTEM_PROMPT_OPENINGS):
+        return True
+    last = _last_user_text(messages).lstrip()
+    return last.startswith(SUMMARY_USER_PROMPT_OPENINGS) or _TRANSCRIPT_RE.match(last) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class _Said:
+    role: str
+    text: str
+    tools: tuple[str, ...] = ()
+
+
+def _transcript_entries(transcript: str) -> list[_Said]:
+    """simple_formatter's lines back into messages (a line without a "[role] " tag continues one)."""
+    entries: list[_Said] = []
+    for line in transcript.split("\n"):
+        match = _TRANSCRIPT_LINE_RE.match(line)
+        if match is not None:
+            role, text = match.group("role"), match.group("text")
+            call = _TRANSCRIPT_TOOL_CALL_RE.search(text) if role == "assistant" else None
+            entries.append(_Said(role, text, (call.group("name"),) if call else ()))
+        elif entries:
+            entries[-1] = _Said(entries[-1].role, entries[-1].text + "\n" + line, entries[-1].tools)
+    return entries
+
+
+def _chat_entries(messages: Sequence[Mapping[str, Any]]) -> list[_Said]:
+    """The agent's own messages before the summary request (self-compaction)."""
+    last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=len(messages))
+    entries = []
+    for message in messages[:last_user]:
+        role, text = str(message.get("role")), message_text(message)
+        if role in ("system", "developer") or (role == "assistant" and text == _SELF_SUMMARY_ACK):
+            continue
+        calls = [c.get("function") or {} for c in message.get("tool_calls") or [] if isinstance(c, Mapping)]
+        entries.append(_Said(role, text, tuple(str(f.get("name", "")) for f in calls)))
+    return entries
+
+
+def _quote(text: str) -> str:
+    """The first words of a message, without magic phrases: at most 12 words and 100 characters."""
+    words = _MAGIC_RE.sub(" ", text).split()
+    quoted = " ".join(words[:SUMMARY_QUOTE_WORDS])
+    if len(quoted) > SUMMARY_QUOTE_CHARS:
+        return quoted[:SUMMARY_QUOTE_CHARS] + "..."
+    return quoted + "..." if len(words) > SUMMARY_QUOTE_WORDS else quoted
+
+
+def summarize(messages: Sequence[Mapping[str, Any]]) -> str:
+    """A short, deterministic summary of what Letta asks to summarize: message counts, the tools used,
+    the user's first and latest words (magic "[[...]]" phrases left out), and whether an earlier
+    summary was folded in. At most about 70 words, well under every Letta summary word limit."""
+    transcript = _TRANSCRIPT_RE.match(_last_user_text(messages).lstrip())
+    entries = _transcript_entries(transcript.group("body")) if transcript else _chat_entries(messages)
+    inputs: list[str] = []
+    earlier_summary = False
+    for entry in entries:
+        if entry.role != "user":
+            continue
+        event, text = _unpack_event(entry.text)
+        if event == "system_alert" and "summary" in text:
+            earlier_summary = True
+        elif event not in _NON_INPUT_EVENTS:
+            inputs.append(text)
+    replies = sum(1 for e in entries if e.role == "assistant")
+    tools = list(dict.fromkeys(name for e in entries for name in e.tools if name))[:SUMMARY_MAX_TOOLS]
+    quotes = [q for q in map(_quote, inputs) if q]
+    plural = "" if len(entries) == 1 else "s"
+    summary = f"Summary of {len(entries)} earlier message{plural}: {len(inputs)} from the user, {replies} from me."
+    if earlier_summary:
+        summary += " It continues an earlier summary."
+    if tools:
+        summary += f" I used {', '.join(tools)}."
+    if quotes:
+        summary += f' The user first said "{quotes[0]}"'
+        summary += f' and last said "{quotes[-1]}".' if len(quotes) > 1 else "."
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------
+# Remembering and answering
 
 
 def extract_fact(text: str) -> str | None:

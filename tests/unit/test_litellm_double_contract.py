@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import math
 import os
 import re
@@ -27,14 +28,19 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # importing litel
 import litellm
 import openai
 from litellm.proxy._types import (
+    LiteLLM_SpendLogs,
     LiteLLM_UserTable,
     LiteLLM_VerificationToken,
     NewUserResponse,
     ProxyErrorTypes,
     ProxyException,
+    SpendLogsMetadata,
+    SpendLogsPayload,
     UserInfoResponse,
 )
+from pydantic import TypeAdapter
 
+from devstack.doubles import litellm_double, scripted_model
 from devstack.doubles.litellm_double import DoubleSettings, create_app
 
 MASTER = "sk-master-dev"
@@ -725,3 +731,319 @@ async def test_concurrent_calls_are_all_charged(client: AsyncTestClient[Any]) ->
     costs = await asyncio.gather(*(call(i) for i in range(20)))
 
     assert math.isclose((await user_info(client, "alice"))["user_info"]["spend"], math.fsum(costs))
+
+
+# --- /spend/logs ------------------------------------------------------------------------------
+
+T0 = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+
+
+def sha256(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+async def spend_logs(client: httpx.AsyncClient, headers: dict[str, str] = ADMIN, **params: str) -> Any:
+    response = await client.get("/spend/logs", params=params, headers=headers)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def chat(client: httpx.AsyncClient, key: str, text: str = "hi", **extra: Any) -> httpx.Response:
+    response = await client.post("/v1/chat/completions", json=chat_body(text, **extra), headers=bearer(key))
+    assert response.status_code == 200, response.text
+    return response
+
+
+def as_written(row: dict[str, Any]) -> dict[str, Any]:
+    """A row as get_logging_payload builds it: Prisma reads the Json columns back parsed, while
+    LiteLLM's pydantic types (LiteLLM_SpendLogs.metadata is ``Json``) hold them as JSON text."""
+    return row | {name: json.dumps(row[name]) for name in ("metadata", "request_tags", "proxy_server_request")}
+
+
+def clocked_app(now: list[datetime], **settings: Any) -> Any:
+    return create_app(DoubleSettings(clock=lambda: now[0], **settings))
+
+
+@pytest.mark.filterwarnings("ignore:Items .* are using the `ReadOnly` qualifier:UserWarning")
+async def test_spend_log_row_matches_litellm_types_and_schema() -> None:
+    async with AsyncTestClient(app=create_app(DoubleSettings(spend_logs_batch_write_s=0))) as client:
+        alice = await new_user(client)
+        raw = await sdk(client, alice["key"]).chat.completions.with_raw_response.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "hello"}], user="letta-user-1"
+        )
+        completion = raw.parse()
+
+        [row] = await spend_logs(client, api_key=alice["key"])
+
+    scalars, relations = prisma_fields("LiteLLM_SpendLogs")
+    assert set(row) == scalars and not relations
+    LiteLLM_SpendLogs.model_validate(as_written(row))  # the route's declared response model
+    written = TypeAdapter(SpendLogsPayload).validate_python(as_written(row))
+    assert set(SpendLogsPayload.__required_keys__) <= set(row)
+    assert set(row["metadata"]) == set(SpendLogsMetadata.__annotations__)
+    assert completion.usage is not None
+    assert (written["request_id"], row["litellm_call_id"]) == (completion.id, raw.headers["x-litellm-call-id"])
+    assert (row["call_type"], row["model"], row["model_group"], row["status"]) == (
+        "acompletion",
+        "gpt-4o-mini",
+        "gpt-4o-mini",
+        "success",
+    )
+    assert row["api_key"] == row["metadata"]["user_api_key"] == sha256(alice["key"])  # never the key itself
+    assert (row["user"], row["end_user"], row["metadata"]["user_api_key_user_id"]) == ("alice", "letta-user-1", "alice")
+    assert row["spend"] == float(raw.headers["x-litellm-response-cost"])
+    assert (row["prompt_tokens"], row["completion_tokens"], row["total_tokens"]) == (
+        completion.usage.prompt_tokens,
+        completion.usage.completion_tokens,
+        completion.usage.total_tokens,
+    )
+    assert datetime.fromisoformat(row["startTime"]) <= datetime.fromisoformat(row["endTime"])
+    assert (row["cache_hit"], row["request_tags"], row["messages"], row["response"]) == ("False", [], {}, {})
+
+
+async def test_every_charged_call_leaves_one_row_with_its_charge() -> None:
+    async with AsyncTestClient(app=create_app(DoubleSettings(spend_logs_batch_write_s=0))) as client:
+        alice = await new_user(client)
+        api = sdk(client, alice["key"])
+        await api.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "one"}])
+        stream = await api.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": "two"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        streamed_cost = [c async for c in stream][-1].usage.model_extra["cost"]  # type: ignore[union-attr,index]
+        await api.embeddings.create(model="text-embedding-3-small", input=["a b", "c"])
+        await client.post("/_double/faults", json={"route": "/chat/completions", "drop_after_chunks": 3}, headers=ADMIN)
+        with pytest.raises(openai.APIConnectionError):
+            dropped = await api.chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": "[[long 40]]"}], stream=True
+            )
+            _ = [c async for c in dropped]
+        await chat(client, MASTER)  # the master key's calls are logged too, as the proxy admin's
+
+        rows = await spend_logs(client, user_id="alice")
+        admin_rows = await spend_logs(client, user_id=litellm_double.PROXY_ADMIN_USER_ID)
+        log = (await client.get("/_double/requests", headers=ADMIN)).json()
+        key_spend = (await client.get("/key/info", headers=bearer(alice["key"]))).json()["info"]["spend"]
+        user_spend = (await user_info(client, "alice"))["user_info"]["spend"]
+
+    assert len(rows) == 4
+    assert sorted(r["spend"] for r in rows) == sorted(e["cost"] for e in log if e["litellm_user_id"] == "alice")
+    assert streamed_cost in [r["spend"] for r in rows]
+    assert math.isclose(math.fsum(r["spend"] for r in rows), key_spend, rel_tol=1e-12)
+    assert math.isclose(math.fsum(r["spend"] for r in rows), user_spend, rel_tol=1e-12)
+    [embedding] = [r for r in rows if r["call_type"] == "aembedding"]
+    assert embedding["request_id"] == embedding["litellm_call_id"]  # an embedding response has no id
+    assert (embedding["model"], embedding["completion_tokens"]) == ("text-embedding-3-small", 0)
+    [failed] = [r for r in rows if r["status"] == "failure"]
+    assert failed["metadata"]["status"] == "failure" and failed["metadata"]["error_information"]
+    assert failed["request_id"] == failed["litellm_call_id"] and failed["completion_tokens"] == 3
+    assert failed["spend"] == next(e["cost"] for e in log if e["fault"])
+    [admin_row] = admin_rows
+    assert admin_row["api_key"] == sha256(MASTER) and admin_row["spend"] > 0
+
+
+async def test_spend_logs_filters() -> None:
+    now = [T0]
+    async with AsyncTestClient(app=clocked_app(now, spend_logs_batch_write_s=0)) as client:
+        alice, bob = await new_user(client), await new_user(client, "bob")
+        a1 = (await chat(client, alice["key"])).json()["id"]
+        now[0] = datetime(2026, 3, 11, 8, 0, tzinfo=UTC)
+        a2 = await chat(client, alice["key"])
+        now[0] = datetime(2026, 3, 11, 8, 30, tzinfo=UTC)
+        b1 = (await chat(client, bob["key"])).json()["id"]
+        now[0] = datetime(2026, 3, 12, 0, 0, tzinfo=UTC)
+        b2 = (await chat(client, bob["key"])).json()["id"]
+        now[0] = datetime(2026, 3, 12, 9, 0, tzinfo=UTC)
+        a3 = (await chat(client, alice["key"])).json()["id"]
+
+        def ids(rows: list[dict[str, Any]]) -> list[str]:
+            return [r["request_id"] for r in rows]
+
+        everything = await spend_logs(client)
+        assert ids(everything) == [a3, b2, b1, a2.json()["id"], a1]  # newest first
+        assert ids(await spend_logs(client, api_key=alice["key"])) == [a3, a2.json()["id"], a1]
+        assert ids(await spend_logs(client, api_key=sha256(alice["key"]))) == [a3, a2.json()["id"], a1]
+        assert ids(await spend_logs(client, user_id="bob")) == [b2, b1]
+        assert ids(await spend_logs(client, request_id=a2.json()["id"])) == [a2.json()["id"]]
+        by_call_id = await spend_logs(client, request_id=a2.headers["x-litellm-call-id"])
+        assert ids(by_call_id) == [a2.json()["id"]]
+        # Both dates or neither; the range is start midnight .. end midnight, so a3 (09:00 on the end
+        # date) is out and b2 (exactly midnight) is in.
+        window = await spend_logs(client, start_date="2026-03-11", end_date="2026-03-12", summarize="false")
+        assert ids(window) == [b2, b1, a2.json()["id"]]
+        assert ids(await spend_logs(client, start_date="2026-03-11", summarize="false")) == ids(everything)
+        assert ids(await spend_logs(client, summarize="true")) == ids(everything)  # no dates: rows anyway
+        assert ids(await spend_logs(client, user_id="alice", api_key=bob["key"])) == []
+
+
+async def test_spend_logs_summary_per_day() -> None:
+    now = [T0]
+    async with AsyncTestClient(app=clocked_app(now, spend_logs_batch_write_s=0)) as client:
+        alice, bob = await new_user(client), await new_user(client, "bob")
+        await chat(client, alice["key"])
+        now[0] = datetime(2026, 3, 11, 8, 0, tzinfo=UTC)
+        await chat(client, alice["key"])
+        b1 = await chat(client, bob["key"], model="gpt-4")
+        rows = await spend_logs(client)
+        summary = await spend_logs(client, start_date="2026-03-09", end_date="2026-03-13")
+        one = await spend_logs(client, start_date="2026-03-09", end_date="2026-03-13", request_id=b1.json()["id"])
+        by_call_id = await spend_logs(
+            client, start_date="2026-03-09", end_date="2026-03-13", request_id=b1.headers["x-litellm-call-id"]
+        )
+
+    a_key, b_key = sha256(alice["key"]), sha256(bob["key"])
+    spend = {(r["startTime"][:10], r["user"]): r["spend"] for r in rows}
+    first, second = spend["2026-03-10", "alice"], spend["2026-03-11", "alice"]
+    bob_spend = spend["2026-03-11", "bob"]
+    assert summary == [
+        {
+            a_key: first,
+            "startTime": "2026-03-10",
+            "spend": first,
+            "users": {"alice": first},
+            "models": {"gpt-4o-mini": first},
+        },
+        {
+            a_key: second,
+            b_key: bob_spend,
+            "startTime": "2026-03-11",
+            "spend": pytest.approx(second + bob_spend),
+            "users": {"alice": second, "bob": bob_spend},
+            "models": {"gpt-4o-mini": second, "gpt-4": bob_spend},
+        },
+        # days after the last one with rows, up to end_date, are padded with zeros
+        {"startTime": "2026-03-12", "spend": 0, "users": {}, "models": {}},
+        {"startTime": "2026-03-13", "spend": 0, "users": {}, "models": {}},
+    ]
+    assert [item["startTime"] for item in one] == ["2026-03-11", "2026-03-12", "2026-03-13"]
+    assert one[0]["users"] == {"bob": bob_spend}
+    assert by_call_id == []  # the summary's SQL matches request_id only, not litellm_call_id
+
+
+async def test_spend_logs_bad_input(client: AsyncTestClient[Any]) -> None:
+    bad_date = await client.get(
+        "/spend/logs", params={"start_date": "2026/03/10", "end_date": "2026-03-11"}, headers=ADMIN
+    )
+    bad_bool = await client.get("/spend/logs", params={"summarize": "maybe"}, headers=ADMIN)
+    anonymous = await client.get("/spend/logs")
+
+    # view_spend_logs wraps any other exception: ProxyException("/spend/logs Error" + str(e), internal_error)
+    assert bad_date.status_code == 500
+    message = "/spend/logs Errortime data '2026/03/10' does not match format '%Y-%m-%d'"
+    assert bad_date.json() == proxy_error(message, "internal_error", "None", 500)
+    assert bad_bool.status_code == 422
+    msg = "Input should be a valid boolean, unable to interpret input"
+    assert bad_bool.json() == {"detail": [{"type": "bool_parsing", "loc": ["query", "summarize"], "msg": msg}]}
+    assert anonymous.status_code == 401
+
+
+async def test_a_user_key_reads_only_its_own_users_spend_logs() -> None:
+    async with AsyncTestClient(app=create_app(DoubleSettings(spend_logs_batch_write_s=0))) as client:
+        alice, bob = await new_user(client), await new_user(client, "bob")
+        viewer = await new_user(client, "vera", user_role="proxy_admin_viewer")
+        internal = await new_user(client, "ivan", user_role="internal_user")
+        await chat(client, alice["key"])
+        await chat(client, bob["key"])
+
+        own = await spend_logs(client, bearer(alice["key"]))
+        asks_for_bob = await spend_logs(client, bearer(alice["key"]), user_id="bob")
+        bobs_key = await spend_logs(client, bearer(alice["key"]), api_key=bob["key"])
+        for_viewer = await spend_logs(client, bearer(viewer["key"]), user_id="bob")
+        for_internal = await spend_logs(client, bearer(internal["key"]))
+        for_admin = await spend_logs(client)
+
+    # Not admin-only: view_spend_logs replaces an internal user's (or role-less user's) user_id with its own.
+    assert [r["user"] for r in own] == [r["user"] for r in asks_for_bob] == ["alice"]
+    assert bobs_key == [] and for_internal == []
+    assert [r["user"] for r in for_viewer] == ["bob"]
+    assert sorted(r["user"] for r in for_admin) == ["alice", "bob"]
+
+
+async def test_spend_log_rows_appear_after_the_batch_write() -> None:
+    now = [T0]
+    async with AsyncTestClient(app=clocked_app(now)) as client:  # default: 1 s batches
+        alice = await new_user(client)
+        first = await chat(client, alice["key"])
+
+        assert await spend_logs(client) == []  # not yet written, though already charged:
+        key_spend = (await client.get("/key/info", headers=bearer(alice["key"]))).json()["info"]["spend"]
+        assert key_spend == float(first.headers["x-litellm-response-cost"])
+        now[0] = T0 + timedelta(milliseconds=999)
+        assert await spend_logs(client) == []
+        now[0] = T0 + timedelta(seconds=1)
+        [row] = await spend_logs(client)
+        assert row["created_at"] == "2026-03-10T12:00:01Z" and row["startTime"] == "2026-03-10T12:00:00Z"
+
+        # Calls in one batch window are written together, on the first tick at least 1 s after each.
+        now[0] = T0 + timedelta(seconds=1.2)
+        await chat(client, alice["key"])
+        now[0] = T0 + timedelta(seconds=1.7)
+        await chat(client, alice["key"])
+        now[0] = T0 + timedelta(seconds=2.999)
+        assert len(await spend_logs(client)) == 1
+        now[0] = T0 + timedelta(seconds=3)
+        assert len(await spend_logs(client)) == 3
+
+    async with AsyncTestClient(app=clocked_app(now, spend_logs_batch_write_s=10)) as client:
+        now[0] = T0
+        alice = await new_user(client)
+        await chat(client, alice["key"])
+        now[0] = T0 + timedelta(seconds=9.5)
+        assert await spend_logs(client) == []
+        now[0] = T0 + timedelta(seconds=10)
+        assert len(await spend_logs(client)) == 1
+
+
+def test_the_batch_write_interval_comes_from_proxy_batch_write_at(monkeypatch: pytest.MonkeyPatch) -> None:
+    import uvicorn
+
+    started: list[Any] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **_: started.append(app))
+    monkeypatch.setenv("PROXY_BATCH_WRITE_AT", "0.25")
+    litellm_double.main([])
+    litellm_double.main(["--spend-logs-batch-write", "3"])
+    monkeypatch.delenv("PROXY_BATCH_WRITE_AT")
+    litellm_double.main([])
+
+    intervals = [app.state.double.settings.spend_logs_batch_write_s for app in started]
+    assert intervals == [0.25, 3.0, litellm_double.DEFAULT_SPEND_LOGS_BATCH_WRITE_S]
+
+
+async def test_state_file_keeps_spend_logs_across_restarts(tmp_path: Path) -> None:
+    settings = DoubleSettings(state_file=tmp_path / "litellm-double.json", spend_logs_batch_write_s=0)
+    async with AsyncTestClient(app=create_app(settings)) as first:
+        alice = await new_user(first)
+        await chat(first, alice["key"])
+        await chat(first, alice["key"], stream=True)
+        before = await spend_logs(first)
+    with (tmp_path / "litellm-double.spend-logs.jsonl").open("ab") as file:
+        file.write(b'{"request_id": "cut sh')  # a crash mid-append loses that row only
+
+    async with AsyncTestClient(app=create_app(settings)) as second:
+        after = await spend_logs(second)
+        spend = (await user_info(second, "alice"))["user_info"]["spend"]
+
+    assert after == before and len(after) == 2
+    assert math.isclose(math.fsum(r["spend"] for r in after), spend, rel_tol=1e-12)
+
+
+async def test_letta_summarization_call_is_charged_like_any_call() -> None:
+    async with AsyncTestClient(app=create_app(DoubleSettings(spend_logs_batch_write_s=0))) as client:
+        alice = await new_user(client)
+        transcript = "<start_transcript>\n[MessageRole.user] [[long 500]]\n<end_transcript>\n. Generate the summary."
+        body = {
+            "model": "gpt-4o-mini",
+            "messages": [
+                {"role": "system", "content": scripted_model.SUMMARY_SYSTEM_PROMPT_OPENINGS[0] + " Write a summary."},
+                {"role": "user", "content": transcript},
+            ],
+            "user": "letta-user-1",
+        }
+        response = await client.post("/v1/chat/completions", json=body, headers=bearer(alice["key"]))
+        [row] = await spend_logs(client)
+
+    assert response.json()["choices"][0]["message"]["content"].startswith("Summary of 1 earlier message")
+    assert response.json()["usage"]["completion_tokens"] < 30
+    assert row["spend"] == float(response.headers["x-litellm-response-cost"]) > 0

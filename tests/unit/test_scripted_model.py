@@ -320,6 +320,185 @@ def test_real_letta_body_full_memory_round_trip(letta_body: dict[str, Any]) -> N
     assert sm.decide(forgotten).text == "I don't know that yet."
 
 
+# --- Letta's summarization request -----------------------------------------------------------
+
+LETTA_SITE_PACKAGES = Path(__file__).parents[2] / ".devstack" / "letta-venv" / "lib"
+LETTA_PROMPT_FILES = sorted(LETTA_SITE_PACKAGES.glob("python3*/site-packages/letta/prompts/summarizer_prompt.py"))
+# letta/prompts/summarizer_prompt.py SLIDING_PROMPT (SLIDING_WORD_LIMIT = 300), verbatim: the system
+# message of the default ("sliding_window") compaction of Letta 0.16.8's letta_v1_agent.
+LETTA_SLIDING_PROMPT = (
+    "The following messages are being evicted from the BEGINNING of your context window. Write a detailed"
+    " summary that captures what happened in these messages to appear BEFORE the remaining recent "
+    "messages in context, providing background for what comes after. Include the following sections:\n"
+    "\n"
+    "1.**High level goals**: What is the high level goal and ongoing task? Capture the user's explicit "
+    "requests and intent in detail. If there is an existing summary in the transcript, make sure to take "
+    "it into consideration to continue tracking the higher level goals and long-term progress.\n"
+    "\n"
+    "2. **What happened**: The conversations, tasks, and exchanges that took place. What did the user ask"
+    " for? What did you do? How did things progress? If there is a previous summary being evicted, please"
+    " extract a concise version of the critical info from it.\n"
+    "\n"
+    "3. **Important details**: Enumerate specific files and code sections examined, modified, or created,"
+    " as well as important plan files, GitHub issues/PR links, and Linear ticket IDs. For each item, "
+    "include why it matters and any relevant names, data, configs, or facts discussed.\n"
+    "   - **Preserve identifiers verbatim** (plan filename/path, exact URL, issue/PR number, ticket ID); "
+    "do not paraphrase or truncate.\n"
+    "   - **Preserve referenced identifiers unless explicitly resolved**: Keep exact URLs/IDs from the "
+    "conversation unless there is clear evidence they are no longer relevant.\n"
+    "   - Do not omit details likely to be referenced later.\n"
+    "\n"
+    "4. **Errors and fixes**: List all errors that you ran into, and how you fixed them. Pay special "
+    "attention to specific user feedback that you received and record verbatim if useful.\n"
+    "\n"
+    "5. **Lookup hints**: For any detailed content (long lists, extensive data, specific conversations) "
+    "that couldn't fit in the summary, note the topic and key terms that could be used to find it in "
+    "message history later.\n"
+    "\n"
+    "Write in first person as a factual record of what occurred. Be thorough and detailed - the goal is "
+    "to preserve enough context that the recent messages make sense and important information isn't lost "
+    "to prevent duplicate work or repeated mistakes.\n"
+    "\n"
+    "Keep your summary under 300 words. Only output the summary."
+)
+LETTA_USER_ID = "user-00000000-0000-4000-8000-000000000000"
+
+
+def letta_summary_alert(summary: str) -> str:
+    """letta/system.py package_summarize_message_no_counts: how an earlier summary sits in context."""
+    message = (
+        "Note: prior messages from the beginning of the conversation have been hidden from view due to "
+        f"conversation memory constraints.\nThe following is a summary of the previous messages:\n {summary}"
+    )
+    return json.dumps({"type": "system_alert", "message": message, "time": "2026-11-30 06:35:12 AM UTC+0000"}, indent=2)
+
+
+def letta_transcript(*lines: str) -> str:
+    """summarizer.py simple_formatter: one "[role] text" line per message (user and tool roles print as
+    "MessageRole.user" / "MessageRole.tool", an f-string of Letta's enum)."""
+    return "<start_transcript>\n" + "\n".join(lines) + "\n<end_transcript>\n. Generate the summary."
+
+
+def letta_summary_request(system_prompt: str, transcript: str) -> dict[str, Any]:
+    """The body simple_summary sends through OpenAIClient.build_request_data(letta_v1_agent, tools=[]),
+    as captured from Letta 0.16.8 itself."""
+    return {
+        "model": "gpt-4o-mini",
+        "messages": [{"content": system_prompt, "role": "system"}, {"content": transcript, "role": "user"}],
+        "max_completion_tokens": None,
+        "temperature": 1.0,
+        "user": LETTA_USER_ID,
+        "tools": None,
+        "tool_choice": None,
+    }
+
+
+MISO_TRANSCRIPT = letta_transcript(
+    f"[user] {letta_summary_alert('I greeted the user.')}",
+    "[MessageRole.user] remember that my cat is Miso",
+    '[assistant] -> memory_insert({"label": "human", "new_string": "my cat is Miso"})',
+    '[MessageRole.tool] {"status": "OK", "message": "None", "time": "2026-11-30 06:35:12 AM UTC+0000"}',
+    "[assistant] Got it, I will remember that my cat is Miso.",
+    "[MessageRole.user] [[long 400]]",
+    "[assistant] " + " ".join(f"word{i}" for i in range(1, 401)),
+    "[MessageRole.user] What is my cat called?",
+    "[assistant] From my memory: my cat is Miso",
+)
+
+
+def test_letta_sliding_window_summary_request_gets_a_short_summary() -> None:
+    body = letta_summary_request(LETTA_SLIDING_PROMPT, MISO_TRANSCRIPT)
+
+    reply = sm.decide(body)
+
+    assert reply.tool_call is None and reply.finish_reason == "stop"
+    assert reply.text == (
+        "Summary of 9 earlier messages: 3 from the user, 4 from me. It continues an earlier summary. "
+        'I used memory_insert. The user first said "remember that my cat is Miso" and last said '
+        '"What is my cat called?".'
+    )
+    assert len(reply.text.split()) < 100  # SLIDING_WORD_LIMIT is 300, the legacy WORD_LIMIT 100
+    assert reply == sm.decide(copy.deepcopy(body))
+
+
+def test_summary_of_long_replies_does_not_echo_them() -> None:
+    # The failure this fixes: "[[long N]]" in the transcript made the model answer N words.
+    transcript = letta_transcript("[MessageRole.user] [[long 3000]]", "[assistant] word1 word2")
+
+    reply = sm.decide(letta_summary_request(LETTA_SLIDING_PROMPT, transcript))
+
+    assert reply.text == "Summary of 2 earlier messages: 1 from the user, 1 from me."
+    assert sm.completion_tokens(reply) < 20
+
+
+def test_a_transcript_is_summarized_whatever_the_compaction_prompt() -> None:
+    # CompactionSettings.prompt may replace Letta's prompt; simple_formatter's framing stays.
+    body = letta_summary_request("Summarize tersely.", letta_transcript("[MessageRole.user] hello there"))
+
+    assert (
+        sm.decide(body).text
+        == 'Summary of 1 earlier message: 1 from the user, 0 from me. The user first said "hello there".'
+    )
+
+
+def test_long_user_words_are_quoted_short() -> None:
+    words = " ".join(f"w{i}" for i in range(40))
+    body = letta_summary_request(LETTA_SLIDING_PROMPT, letta_transcript(f"[MessageRole.user] {words}"))
+
+    reply = sm.decide(body)
+
+    assert reply.text is not None and reply.text.endswith('"w0 w1 w2 w3 w4 w5 w6 w7 w8 w9 w10 w11...".')
+    blob = letta_transcript(f"[MessageRole.user] {'x' * 5000}")
+    assert len(sm.decide(letta_summary_request(LETTA_SLIDING_PROMPT, blob)).text or "") < 200
+
+
+def test_self_compaction_request_is_summarized_without_tools() -> None:
+    # self_summarizer.py: the agent's own request, then a dummy assistant turn and the prompt as the last
+    # user message; the agent's tools stay offered (cache compatibility) but must not be called.
+    prompt = "The previous messages are being evicted from the BEGINNING of your context window. Write..."
+    body = request(
+        user("remember that my dog is called Rex"),
+        {"role": "assistant", "content": "Got it, I will remember that my dog is called Rex."},
+        user("[[slow]]"),
+        {"role": "assistant", "content": "I understand. Let me summarize."},
+        user(prompt),
+    )
+
+    reply = sm.decide(body)
+
+    assert reply.tool_call is None
+    assert reply.text == (
+        'Summary of 3 earlier messages: 2 from the user, 1 from me. The user first said "remember that my dog is '
+        'called Rex".'
+    )
+
+
+def test_asking_for_a_summary_in_chat_is_not_letta_compaction() -> None:
+    reply = sm.decide(request(user("Keep your summary under 10 words. Only output the summary.")))
+
+    assert reply.text == "You said: Keep your summary under 10 words. Only output the summary."
+
+
+@pytest.mark.skipif(not LETTA_PROMPT_FILES, reason="Letta 0.16.8 is not installed in .devstack/letta-venv")
+def test_every_letta_summarizer_prompt_is_recognised() -> None:
+    prompts: dict[str, Any] = {}
+    exec(LETTA_PROMPT_FILES[0].read_text(), prompts)  # constants only: no imports
+    legacy: dict[str, Any] = {}
+    exec((LETTA_PROMPT_FILES[0].parent / "gpt_summarize.py").read_text(), legacy)
+    assert prompts["SLIDING_PROMPT"] == LETTA_SLIDING_PROMPT
+
+    # simple_summary ("sliding_window", "all" and the fallbacks): the prompt is the system message.
+    for name in ("SLIDING_PROMPT", "ALL_PROMPT", "SHORTER_SUMMARY_PROMPT"):
+        system = prompts[name]
+        assert sm.is_summary_request(letta_summary_request(system, "no transcript")["messages"]), name
+    assert sm.is_summary_request([{"role": "system", "content": legacy["SYSTEM"]}, user("[user] hi")])
+    # self_summarizer ("self_compact_*"): the prompt is the last user message.
+    ack = {"role": "assistant", "content": "I understand. Let me summarize."}
+    for name in ("SELF_SLIDING_PROMPT", "SELF_ALL_PROMPT"):
+        reply = sm.decide(request(user("hi"), ack, user(prompts[name])))
+        assert reply.text == 'Summary of 1 earlier message: 1 from the user, 0 from me. The user first said "hi".', name
+
+
 # --- tokens and embeddings --------------------------------------------------------------------
 
 
