@@ -45,7 +45,6 @@ from bench.common import (
     BenchUser,
     banner,
     cpu_seconds,
-    decode,
     entry_point,
     latency_row,
     median,
@@ -58,10 +57,10 @@ from bench.common import (
     rss_kib,
     running_stack,
     service_pid,
-    sse_events,
 )
 from bench.tap import LettaTap, StreamMark
 from devstack.doubles.scripted_model import SLOW_WORDS
+from devstack.sse import aiter_sse, json_object
 from devstack.stack import Stack
 from service.clients.http import http_client
 from service.clients.letta import LettaClient
@@ -125,15 +124,15 @@ async def service_turn(http: httpx.AsyncClient, stack: Stack, user: BenchUser, c
     ) as response:
         if response.status_code != 200:
             raise RuntimeError(f"service answered {response.status_code}: {(await response.aread())[:500]!r}")
-        async for name, data in sse_events(response):
+        async for name, data in aiter_sse(response):
             if name == "delta":
                 if not parts:
                     timing.first_delta = time.perf_counter() - started
-                parts.append(decode(data)["text"])
+                parts.append(json_object(data)["text"])
             elif name == "error":
                 raise RuntimeError(f"service turn failed: {data}")
             elif name == "done":
-                status = decode(data)["status"]
+                status = json_object(data)["status"]
                 timing.total = time.perf_counter() - started
     if status != "complete":
         raise RuntimeError(f"service turn ended {status}")
@@ -153,7 +152,7 @@ async def letta_turn(http: httpx.AsyncClient, letta: LettaClient, agent_id: str,
     try:
         if response.status_code != 200:
             raise RuntimeError(f"Letta answered {response.status_code}: {(await response.aread())[:500]!r}")
-        async for name, data in sse_events(response):
+        async for name, data in aiter_sse(response):
             if not math.isnan(timing.total):
                 continue  # after [DONE]: read to the end, so the connection is reused as the service's is
             if data == "[DONE]":
@@ -161,7 +160,7 @@ async def letta_turn(http: httpx.AsyncClient, letta: LettaClient, agent_id: str,
                 continue
             if name == "error":
                 raise RuntimeError(f"Letta turn failed: {data}")
-            event = decode(data)
+            event = json_object(data)
             kind = event.get("message_type")
             if kind == "assistant_message" and event.get("content"):
                 if not parts:
@@ -309,24 +308,24 @@ async def one_stream(
                 body = await response.aread()
                 outcome.body = body.decode(errors="replace")[:300]
                 with contextlib.suppress(ValueError):
-                    outcome.turn_id = decode(body.decode()).get("turn_id")
+                    outcome.turn_id = json_object(body.decode()).get("turn_id")
                 return outcome
             outcome.opened_at = time.perf_counter() - t0
             counter.open += 1
             counter.peak = max(counter.peak, counter.open)
             is_open = True
             parts: list[str] = []
-            async for name, data in sse_events(response):
+            async for name, data in aiter_sse(response):
                 if name == "turn":
-                    outcome.turn_id = decode(data)["turn_id"]
+                    outcome.turn_id = json_object(data)["turn_id"]
                 elif name == "delta":
                     if not parts:
                         outcome.first_delta_at = time.perf_counter() - t0
-                    parts.append(decode(data)["text"])
+                    parts.append(json_object(data)["text"])
                 elif name == "error":
-                    outcome.errors.append(decode(data))
+                    outcome.errors.append(json_object(data))
                 elif name == "done":
-                    outcome.done = decode(data)
+                    outcome.done = json_object(data)
             outcome.text = "".join(parts)
     except httpx.HTTPError as exc:
         outcome.exception = f"{type(exc).__name__}: {exc}"[:200]

@@ -1,4 +1,4 @@
-"""Shared by the benchmarks: a dedicated stack, users, SSE, /proc readings, percentiles and tables.
+"""Shared by the benchmarks: a dedicated stack, users, /proc readings, percentiles and tables (SSE: devstack.sse).
 
 The benchmarks boot their own stack (name ``bench``, its own ports, ``fresh=True``) with the project's
 devstack, so they never touch a ``make dev`` or test stack that may be running at the same time.
@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import math
 import os
 import signal
@@ -17,7 +16,7 @@ import statistics
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +24,6 @@ from types import FrameType
 from typing import Any
 
 import asyncpg
-import httpx
 
 from devstack.gotrue import sign_up
 from devstack.stack import Stack, StackConfig
@@ -296,28 +294,3 @@ async def provision_users(
     finally:
         await watcher.close()
     return users
-
-
-# -- SSE ----------------------------------------------------------------------------------------------------
-async def sse_events(response: httpx.Response) -> AsyncIterator[tuple[str | None, str]]:
-    """(event name or None, data) per SSE event; comments (keep-alives) are skipped."""
-    name: str | None = None
-    data: list[str] = []
-    async for line in response.aiter_lines():
-        if not line:
-            if data:
-                yield name, "\n".join(data)
-            name, data = None, []
-        elif line.startswith(":"):
-            continue
-        elif line.startswith("event:"):
-            name = line[6:].strip()
-        elif line.startswith("data:"):
-            data.append(line[5:].removeprefix(" "))
-    if data:
-        yield name, "\n".join(data)
-
-
-def decode(data: str) -> dict[str, Any]:
-    value = json.loads(data)
-    return value if isinstance(value, dict) else {"value": value}

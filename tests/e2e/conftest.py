@@ -4,7 +4,6 @@ relay, the Edge Function under Deno, and the service as a separate process."""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -17,6 +16,7 @@ import pytest
 
 from devstack.gotrue import sign_up
 from devstack.postgres import LocalPostgres
+from devstack.sse import aiter_json_events
 from devstack.stack import Stack, StackConfig
 
 pytestmark = pytest.mark.e2e
@@ -154,19 +154,9 @@ class StackClient:
         ) as response:
             assert response.status_code == 200, await response.aread()
             assert response.headers["content-type"].startswith("text/event-stream")
-            async for name, data in parse_sse(response):
+            async for name, data in aiter_json_events(response):
                 events.append((name, data))
         return events
-
-
-async def parse_sse(response: httpx.Response) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-    name = None
-    async for line in response.aiter_lines():
-        if line.startswith("event: "):
-            name = line[7:]
-        elif line.startswith("data: ") and name:
-            yield name, json.loads(line[6:])
-            name = None
 
 
 @pytest.fixture

@@ -10,7 +10,8 @@ from decimal import Decimal
 import pytest
 import websockets
 
-from tests.e2e.conftest import StackClient, User, parse_sse
+from devstack.sse import aiter_json_events
+from tests.e2e.conftest import StackClient, User
 
 pytestmark = pytest.mark.e2e
 
@@ -85,7 +86,7 @@ async def test_client_disconnect_mid_stream_still_stores_the_reply(client: Stack
         headers={**user.headers, "Accept": "text/event-stream"},
         json={"content": "[[slow]] tell a long story"},
     ) as response:
-        async for name, data in parse_sse(response):
+        async for name, data in aiter_json_events(response):
             if name == "turn":
                 turn_id = data["turn_id"]
             if name == "delta":
@@ -309,7 +310,7 @@ async def test_cancel_endpoint_stops_a_streaming_turn(client: StackClient) -> No
         json={"content": "[[slow]] a long story"},
         timeout=60,
     ) as response:
-        async for name, data in parse_sse(response):
+        async for name, data in aiter_json_events(response):
             events.append((name, data))
             if name == "delta" and sum(n == "delta" for n, _ in events) == 2:
                 cancelled = await client.http.post(f"{base}/api/v1/chat/cancel", headers=user.headers)

@@ -1,22 +1,33 @@
-"""What the integration tests share: settings for the service on a test database, a signed-up user whose
-agent is ready, and the problem-details check."""
+"""What the integration tests share: settings for the service on a test database and the app under a test
+client, signed-up users (one whose agent is ready), polling the database, and the problem-details check.
+
+The fixtures built on these are in tests/integration/conftest.py."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
 
 from devstack.gotrue import sign_up
 from devstack.keys import SigningKey
+from service.app import create_app
 from service.settings import Settings, load_settings
 
 SUPABASE_URL = "http://127.0.0.1:54321"
 ISSUER = f"{SUPABASE_URL}/auth/v1"
 SERVICE_KEY = "test-service-role-key-0123456789abcdef"
 UNREACHABLE = "http://127.0.0.1:9"  # nothing listens here: Letta and LiteLLM unless a test says otherwise
+
+PoolFactory = Callable[..., Awaitable["asyncpg.Pool[Any]"]]  # the ``new_pool`` fixture
 
 
 def service_settings(database_url: str, signing_key: SigningKey | None = None, **env: str) -> Settings:
@@ -36,12 +47,22 @@ def service_settings(database_url: str, signing_key: SigningKey | None = None, *
     return load_settings(values)
 
 
+def app_client(database_url: str, signing_key: SigningKey | None = None, **env: str) -> AsyncTestClient[Litestar]:
+    """The service in-process on ``database_url`` (``service_settings``), for ``async with``."""
+    return AsyncTestClient(create_app(service_settings(database_url, signing_key, **env)))
+
+
+async def new_user_id(database_url: str) -> uuid.UUID:
+    """A user signed up GoTrue-style with an address of their own; the trigger gives them a ``pending`` profile."""
+    return await sign_up(database_url, f"{uuid.uuid4().hex[:10]}@example.com")
+
+
 async def ready_user(
     database_url: str, signing_key: SigningKey, *, ready: bool = True
 ) -> tuple[uuid.UUID, dict[str, str]]:
     """A user signed up GoTrue-style (profile ``pending``; ``ready`` marks the agent active) and the
     ``Authorization`` header of their access token."""
-    user_id = await sign_up(database_url, f"{uuid.uuid4().hex[:10]}@example.com")
+    user_id = await new_user_id(database_url)
     if ready:
         conn = await asyncpg.connect(database_url)
         try:
@@ -52,6 +73,19 @@ async def ready_user(
         finally:
             await conn.close()
     return user_id, {"Authorization": f"Bearer {signing_key.access_token(user_id, issuer=ISSUER)}"}
+
+
+async def wait_until(
+    db: asyncpg.Connection[Any] | asyncpg.Pool[Any], query: str, *args: Any, timeout: float = 10.0, what: str = ""
+) -> Any:
+    """Run ``query`` every 0.1 s until its value is truthy and return it; after ``timeout`` seconds the test
+    fails, saying ``what`` it waited for (or the query)."""
+    deadline = time.monotonic() + timeout
+    while not (value := await db.fetchval(query, *args)):
+        if time.monotonic() >= deadline:
+            pytest.fail(f"{what or query} not seen in {timeout}s")
+        await asyncio.sleep(0.1)
+    return value
 
 
 def assert_problem(response: Any, status: int) -> dict[str, Any]:

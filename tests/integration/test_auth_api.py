@@ -1,12 +1,13 @@
-"""The service in-process against the real Postgres: token checks, problem details, /auth/me."""
+"""The service in-process against the real Postgres: token checks, problem details, /auth/me.
+
+Letta and LiteLLM are unreachable (the shared ``client``): /auth/me must not need them."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 import pytest
@@ -15,22 +16,9 @@ from litestar.testing import AsyncTestClient
 
 from devstack.gotrue import sign_up
 from devstack.keys import SigningKey
-from service.app import create_app
-from tests.integration.support import ISSUER, SERVICE_KEY, assert_problem, service_settings
+from tests.integration.support import ISSUER, SERVICE_KEY, assert_problem, wait_until
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def app(database_url: str, signing_key: SigningKey) -> Litestar:
-    # Letta and LiteLLM unreachable: /auth/me must not need them.
-    return create_app(service_settings(database_url, signing_key))
-
-
-@pytest.fixture
-async def client(app: Litestar) -> AsyncIterator[AsyncTestClient[Litestar]]:
-    async with AsyncTestClient(app) as client:
-        yield client
 
 
 async def test_me_returns_claims_and_the_profile_the_trigger_created(
@@ -129,7 +117,7 @@ async def test_openapi_schema_is_served_with_examples_for_every_route(client: As
 
 
 async def test_a_user_not_yet_provisioned_gets_503_with_retry_after_and_provisioning_starts(
-    client: AsyncTestClient[Litestar], database_url: str, signing_key: SigningKey
+    client: AsyncTestClient[Litestar], db: asyncpg.Connection[Any], database_url: str, signing_key: SigningKey
 ) -> None:
     user_id = await sign_up(database_url, "new@example.com")
     headers = {"Authorization": f"Bearer {signing_key.access_token(user_id, issuer=ISSUER)}"}
@@ -138,13 +126,5 @@ async def test_a_user_not_yet_provisioned_gets_503_with_retry_after_and_provisio
     assert response.headers["retry-after"] == "5"
     assert body["agent_status"] == "pending"
     # On-demand provisioning ran (and, with Letta and LiteLLM unreachable here, recorded why it failed).
-    conn = await asyncpg.connect(database_url)
-    try:
-        for _ in range(100):
-            error = await conn.fetchval("select provisioning_error from public.user_profiles where id = $1", user_id)
-            if error:
-                break
-            await asyncio.sleep(0.1)
-    finally:
-        await conn.close()
-    assert error and "ConnectError" in error
+    error = await wait_until(db, "select provisioning_error from public.user_profiles where id = $1", user_id)
+    assert "ConnectError" in error

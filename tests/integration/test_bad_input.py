@@ -4,11 +4,10 @@ requests gets as far as needing them."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 import pytest
@@ -16,16 +15,14 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from devstack.keys import SigningKey
-from service.app import create_app
-from tests.integration.support import assert_problem, ready_user, service_settings
+from tests.integration.support import assert_problem, ready_user, wait_until
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-async def client(database_url: str, signing_key: SigningKey) -> AsyncIterator[AsyncTestClient[Litestar]]:
-    async with AsyncTestClient(create_app(service_settings(database_url, signing_key, LOG_LEVEL="info"))) as client:
-        yield client
+def service_env() -> dict[str, str]:
+    return {"LOG_LEVEL": "info"}
 
 
 @pytest.fixture
@@ -82,26 +79,24 @@ async def test_a_memory_block_with_nul_is_422_not_silently_changed(
 
 
 async def test_a_user_without_a_profile_row_gets_it_created_but_a_deleted_one_is_told_so(
-    client: AsyncTestClient[Litestar], database_url: str, signing_key: SigningKey
+    client: AsyncTestClient[Litestar], db: asyncpg.Connection[Any], database_url: str, signing_key: SigningKey
 ) -> None:
     user_id, headers = await ready_user(database_url, signing_key)
-    conn = await asyncpg.connect(database_url)
-    try:
-        # Like a user who signed up before the migration: the auth user exists, the profile does not.
-        await conn.execute("delete from public.user_profiles where id = $1", user_id)
-        response = await client.get("/api/v1/user/profile", headers=headers)
-        assert assert_problem(response, 404) and response.headers["retry-after"]
-        for _ in range(50):  # provisioning (on demand) recreates the profile first
-            if await conn.fetchval("select exists (select 1 from public.user_profiles where id = $1)", user_id):
-                break
-            await asyncio.sleep(0.1)
-        else:
-            pytest.fail("the profile was not recreated")
-        await conn.execute("delete from auth.users where id = $1", user_id)
-        response = await client.get("/api/v1/user/profile", headers=headers)
-        assert assert_problem(response, 401)["title"] == "Account Deleted"
-    finally:
-        await conn.close()
+    # Like a user who signed up before the migration: the auth user exists, the profile does not.
+    await db.execute("delete from public.user_profiles where id = $1", user_id)
+    response = await client.get("/api/v1/user/profile", headers=headers)
+    assert assert_problem(response, 404) and response.headers["retry-after"]
+    # Provisioning (on demand) recreates the profile first.
+    await wait_until(
+        db,
+        "select exists (select 1 from public.user_profiles where id = $1)",
+        user_id,
+        timeout=5.0,
+        what="the recreated profile",
+    )
+    await db.execute("delete from auth.users where id = $1", user_id)
+    response = await client.get("/api/v1/user/profile", headers=headers)
+    assert assert_problem(response, 401)["title"] == "Account Deleted"
 
 
 async def test_the_access_log_has_the_status_the_client_got_for_a_refused_token(

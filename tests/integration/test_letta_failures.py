@@ -12,17 +12,17 @@ import functools
 import json
 import threading
 from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
 import asyncpg
 import httpx
 import pytest
-from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from devstack.keys import SigningKey
-from service.app import create_app
+from devstack.sse import parse_json_events
 from service.clients import letta as letta_module
-from tests.integration.support import assert_problem, ready_user, service_settings
+from tests.integration.support import app_client, assert_problem, ready_user
 
 pytestmark = pytest.mark.integration
 
@@ -106,28 +106,25 @@ def letta_socket() -> Iterator[Callable[[FakeLetta], str]]:
     thread.join(timeout=5)
 
 
-def app_for(database_url: str, signing_key: SigningKey, letta_url: str) -> Litestar:
-    return create_app(service_settings(database_url, signing_key, LETTA_BASE_URL=letta_url, LOG_LEVEL="error"))
+def app_for(database_url: str, signing_key: SigningKey, letta_url: str) -> AsyncTestClient[Any]:
+    return app_client(database_url, signing_key, LETTA_BASE_URL=letta_url, LOG_LEVEL="error")
 
 
-async def stored(database_url: str, user_id: object) -> list[tuple[str, str, str]]:
+async def stored(db: asyncpg.Connection[Any], user_id: object) -> list[tuple[str, str, str]]:
     """The user's messages; also checks that the lease is gone and the day's usage counts every message."""
-    conn = await asyncpg.connect(database_url)
-    try:
-        rows = await conn.fetch(
-            "select role, content, status from public.messages where user_id = $1 order by created_at, role desc",
-            user_id,
-        )
-        assert not await conn.fetchval("select count(*) from private.chat_turn_leases where user_id = $1", user_id)
-        counted = await conn.fetchval("select total_messages from public.usage_metrics where user_id = $1", user_id)
-        assert counted == len(rows)
-    finally:
-        await conn.close()
+    rows = await db.fetch(
+        "select role, content, status from public.messages where user_id = $1 order by created_at, role desc",
+        user_id,
+    )
+    assert not await db.fetchval("select count(*) from private.chat_turn_leases where user_id = $1", user_id)
+    counted = await db.fetchval("select total_messages from public.usage_metrics where user_id = $1", user_id)
+    assert counted == len(rows)
     return [(r["role"], r["content"], r["status"]) for r in rows]
 
 
 async def test_letta_that_took_the_message_but_never_answered_is_504_and_the_message_is_kept(
     database_url: str,
+    db: asyncpg.Connection[Any],
     signing_key: SigningKey,
     letta_socket,
     monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
@@ -135,43 +132,41 @@ async def test_letta_that_took_the_message_but_never_answered_is_504_and_the_mes
     monkeypatch.setattr(letta_module, "STREAM_TIMEOUT", httpx.Timeout(5.0, read=0.5))
     user_id, headers = await ready_user(database_url, signing_key)
     letta = FakeLetta(never_answers)
-    async with AsyncTestClient(app_for(database_url, signing_key, letta_socket(letta))) as client:
+    async with app_for(database_url, signing_key, letta_socket(letta)) as client:
         response = await client.post("/api/v1/chat/message", headers=headers, json={"content": "anyone there?"})
     body = assert_problem(response, 504)
     assert "please retry" in body["detail"] and body["turn_id"]
-    assert await stored(database_url, user_id) == [("user", "anyone there?", "failed")]
+    assert await stored(db, user_id) == [("user", "anyone there?", "failed")]
     # The run id was never seen: Letta is asked to cancel every active run of the agent, before the lease went.
     assert letta.cancels == [("POST /v1/agents/agent-x/messages/cancel HTTP/1.1", {})]
 
 
 async def test_letta_dropping_the_connection_mid_reply_is_an_error_event_and_the_partial_reply_is_kept(
     database_url: str,
+    db: asyncpg.Connection[Any],
     signing_key: SigningKey,
     letta_socket,  # type: ignore[no-untyped-def]
 ) -> None:
     user_id, headers = await ready_user(database_url, signing_key)
     letta = FakeLetta(drops_mid_reply)
-    async with AsyncTestClient(app_for(database_url, signing_key, letta_socket(letta))) as client:
+    async with app_for(database_url, signing_key, letta_socket(letta)) as client:
         response = await client.post(
             "/api/v1/chat/message", headers={**headers, "Accept": "text/event-stream"}, json={"content": "tell me"}
         )
     assert response.status_code == 200
-    events = [
-        (block.split("\n")[0].removeprefix("event: "), json.loads(block.split("\n")[1].removeprefix("data: ")))
-        for block in response.text.strip().split("\n\n")
-        if block.startswith("event:")
-    ]
+    events = parse_json_events(response.text)
     assert [name for name, _ in events] == ["turn", "delta", "error", "done"]
     assert events[1][1] == {"text": "Partial"}
     assert events[2][1]["code"] == "agent_unavailable"
     assert events[3][1]["status"] == "failed"
-    assert await stored(database_url, user_id) == [("user", "tell me", "failed"), ("assistant", "Partial", "failed")]
+    assert await stored(db, user_id) == [("user", "tell me", "failed"), ("assistant", "Partial", "failed")]
     # Letta may still be writing that reply: its run is cancelled before another turn can start.
     assert letta.cancels == [("POST /v1/agents/agent-x/messages/cancel HTTP/1.1", {"run_ids": ["run-1"]})]
 
 
 async def test_a_turn_goes_to_the_agent_the_profile_names_now(
     database_url: str,
+    db: asyncpg.Connection[Any],
     signing_key: SigningKey,
     letta_socket,  # type: ignore[no-untyped-def]
 ) -> None:
@@ -179,11 +174,9 @@ async def test_a_turn_goes_to_the_agent_the_profile_names_now(
     a reset (a new agent id in the profile) the turn must still go to the new agent."""
     user_id, headers = await ready_user(database_url, signing_key)
     letta = FakeLetta(answers)
-    async with AsyncTestClient(app_for(database_url, signing_key, letta_socket(letta))) as client:
+    async with app_for(database_url, signing_key, letta_socket(letta)) as client:
         for agent_id in ("agent-x", "agent-x", "agent-after-reset"):
-            conn = await asyncpg.connect(database_url)
-            await conn.execute("update public.user_profiles set letta_agent_id = $2 where id = $1", user_id, agent_id)
-            await conn.close()
+            await db.execute("update public.user_profiles set letta_agent_id = $2 where id = $1", user_id, agent_id)
             response = await client.post("/api/v1/chat/message", headers=headers, json={"content": "hi"})
             assert response.status_code == 200 and response.json()["content"] == "Partial", response.text
     assert [line.split()[1] for line in letta.turns] == [
@@ -196,6 +189,7 @@ async def test_a_turn_goes_to_the_agent_the_profile_names_now(
 @pytest.mark.timeout(60)  # the regression is a turn that never ends: fail before the global limit
 async def test_a_garbled_answer_after_the_stream_does_not_leave_the_turn_without_an_outcome(
     database_url: str,
+    db: asyncpg.Connection[Any],
     signing_key: SigningKey,
     letta_socket,  # type: ignore[no-untyped-def]
 ) -> None:
@@ -204,7 +198,7 @@ async def test_a_garbled_answer_after_the_stream_does_not_leave_the_turn_without
     the lease held until it expired, the message left pending."""
     user_id, headers = await ready_user(database_url, signing_key)
     letta = FakeLetta(functools.partial(answers, usage=False))
-    async with AsyncTestClient(app_for(database_url, signing_key, letta_socket(letta))) as client:
+    async with app_for(database_url, signing_key, letta_socket(letta)) as client:
         response = await client.post("/api/v1/chat/message", headers=headers, json={"content": "hi"})
     assert response.status_code == 200, response.text
     assert response.json()["status"] == "complete" and response.json()["total_tokens"] == 0
@@ -212,4 +206,4 @@ async def test_a_garbled_answer_after_the_stream_does_not_leave_the_turn_without
         ["POST", "/v1/agents/agent-x/messages"],
         ["GET", "/v1/runs/run-1/usage"],
     ]
-    assert await stored(database_url, user_id) == [("user", "hi", "complete"), ("assistant", "Partial", "complete")]
+    assert await stored(db, user_id) == [("user", "hi", "complete"), ("assistant", "Partial", "complete")]

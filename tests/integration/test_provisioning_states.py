@@ -28,13 +28,6 @@ LETTA = "http://letta.test"
 
 
 @pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
-    yield pool
-    await pool.close()
-
-
-@pytest.fixture
 async def provisioner(pool: asyncpg.Pool, database_url: str) -> AsyncIterator[Provisioner]:
     settings = service_settings(
         database_url,

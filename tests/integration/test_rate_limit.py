@@ -21,6 +21,7 @@ from devstack.gotrue import sign_up
 from service.auth.tokens import Principal
 from service.rate_limit import PostgresRateLimiter, RateDecision, check_rate_limit, rate_limit
 from service.web.problems import exception_handlers
+from tests.integration.support import PoolFactory, new_user_id
 
 pytestmark = pytest.mark.integration
 
@@ -28,14 +29,13 @@ HOUR = 3600  # windows long enough that no hit is refilled while a test runs
 
 
 @pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool[Any]]:
-    async with asyncpg.create_pool(database_url, min_size=1, max_size=10, statement_cache_size=0) as pool:
-        yield pool
+async def pool(new_pool: PoolFactory) -> asyncpg.Pool[Any]:
+    return await new_pool(max_size=10, statement_cache_size=0)
 
 
 @pytest.fixture
 async def user_id(database_url: str) -> uuid.UUID:
-    return await sign_up(database_url, f"{uuid.uuid4().hex[:8]}@example.com")
+    return await new_user_id(database_url)
 
 
 async def hits(limiter: PostgresRateLimiter, user: uuid.UUID, bucket: str, n: int) -> list[RateDecision]:
@@ -154,6 +154,8 @@ def limited() -> dict[str, bool]:
 
 @pytest.fixture
 async def client(database_url: str) -> AsyncIterator[AsyncTestClient[Litestar]]:
+    """Not the service (the shared ``client``): an app with only the guarded route and its limiter."""
+
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         # Created on the app's own event loop (the test client runs the app on another one), as in service.app.

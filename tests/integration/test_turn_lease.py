@@ -2,32 +2,27 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator
-
 import asyncpg
 import pytest
 
-from devstack.gotrue import sign_up
 from service.chat.service import ChatService
 from service.errors import DomainError
+from tests.integration.support import PoolFactory, new_user_id
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-async def replicas(database_url: str) -> AsyncIterator[tuple[ChatService, ChatService, asyncpg.Pool]]:
-    pool_a = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
-    pool_b = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+async def replicas(new_pool: PoolFactory) -> tuple[ChatService, ChatService, asyncpg.Pool]:
+    pool_a, pool_b = await new_pool(max_size=2), await new_pool(max_size=2)
     # Only the lease methods are exercised: they need nothing but the database.
-    yield (ChatService(pool_a, None, None, None, None, None), ChatService(pool_b, None, None, None, None, None), pool_a)  # type: ignore[arg-type]
-    await pool_a.close()
-    await pool_b.close()
+    a, b = (ChatService(pool, None, None, None, None, None) for pool in (pool_a, pool_b))  # type: ignore[arg-type]
+    return a, b, pool_a
 
 
 async def test_a_live_lease_on_one_replica_blocks_the_other(replicas, database_url: str) -> None:  # type: ignore[no-untyped-def]
     a, b, _ = replicas
-    user_id = await sign_up(database_url, f"{uuid.uuid4().hex[:8]}@example.com")
+    user_id = await new_user_id(database_url)
     lease = await a.acquire_lease(user_id)
     with pytest.raises(DomainError) as refused:
         await b.acquire_lease(user_id)
@@ -38,7 +33,7 @@ async def test_a_live_lease_on_one_replica_blocks_the_other(replicas, database_u
 
 async def test_a_crashed_replicas_lease_expires(replicas, database_url: str) -> None:  # type: ignore[no-untyped-def]
     a, b, pool = replicas
-    user_id = await sign_up(database_url, f"{uuid.uuid4().hex[:8]}@example.com")
+    user_id = await new_user_id(database_url)
     await a.acquire_lease(user_id)
     # Replica a dies: nobody renews its lease, and time passes.
     await pool.execute(
@@ -51,7 +46,7 @@ async def test_a_crashed_replicas_lease_expires(replicas, database_url: str) -> 
 
 async def test_a_cancel_request_reaches_the_lease_from_any_replica(replicas, database_url: str) -> None:  # type: ignore[no-untyped-def]
     a, b, pool = replicas
-    user_id = await sign_up(database_url, f"{uuid.uuid4().hex[:8]}@example.com")
+    user_id = await new_user_id(database_url)
     assert await b.request_cancel(user_id) is False  # nothing running
     await a.acquire_lease(user_id)
     assert await b.request_cancel(user_id) is True

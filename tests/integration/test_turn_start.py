@@ -4,10 +4,9 @@ gets past every check ends in the 503 that keeps the user's message as ``failed`
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -17,24 +16,14 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from devstack.keys import SigningKey
-from service.app import create_app
-from tests.integration.support import SERVICE_KEY, assert_problem, ready_user, service_settings
+from tests.integration.support import SERVICE_KEY, assert_problem, ready_user, wait_until
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-async def client(database_url: str, signing_key: SigningKey) -> AsyncIterator[AsyncTestClient[Litestar]]:
-    app = create_app(service_settings(database_url, signing_key, RATE_LIMIT_CHAT_PER_MINUTE="2"))
-    async with AsyncTestClient(app) as client:
-        yield client
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(database_url)
-    yield conn
-    await conn.close()
+def service_env() -> dict[str, str]:
+    return {"RATE_LIMIT_CHAT_PER_MINUTE": "2"}
 
 
 NewUser = Callable[..., Awaitable[tuple[uuid.UUID, dict[str, str]]]]
@@ -106,12 +95,9 @@ async def test_a_user_whose_agent_is_not_ready_gets_503_stores_nothing_and_provi
     assert await stored(db, user_id) == []
     assert await lease_of(db, user_id) is None
     # Provisioning on demand ran (with LiteLLM unreachable here it fails, and says why).
-    for _ in range(100):
-        if await db.fetchval("select provisioning_error from public.user_profiles where id = $1", user_id):
-            break
-        await asyncio.sleep(0.1)
-    else:
-        pytest.fail("provisioning did not start")
+    await wait_until(
+        db, "select provisioning_error from public.user_profiles where id = $1", user_id, what="provisioning's error"
+    )
 
 
 async def test_a_live_lease_is_409_and_stores_nothing(

@@ -3,19 +3,16 @@ that return fixed values: what is under test is the bookkeeping)."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
 import asyncpg
 import pytest
 
-from devstack.gotrue import sign_up
 from service.billing.budgets import Prices
 from service.chat.service import ChatService, Turn
 from service.users.profiles import ReadyProfile, get_profile
-from tests.integration.support import service_settings
+from tests.integration.support import new_user_id, service_settings
 
 pytestmark = pytest.mark.integration
 
@@ -37,15 +34,8 @@ class FakeBilling:
         self.spent = cost
 
 
-@pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
-    yield pool
-    await pool.close()
-
-
 async def a_turn(chat: ChatService, pool: asyncpg.Pool, database_url: str) -> Turn:
-    user_id = await sign_up(database_url, f"{uuid.uuid4().hex[:8]}@example.com")
+    user_id = await new_user_id(database_url)
     row = await get_profile(pool, user_id)
     assert row is not None
     profile = ReadyProfile(id=row.id, email=row.email, display_name=row.display_name, agent_id="agent-x", model=None)

@@ -11,7 +11,6 @@ import asyncio
 import json
 import os
 import socket
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -99,14 +98,6 @@ def gpt_4o_mini_costs() -> dict[str, Any]:
 
 USER_NOT_FOUND = proxy_error(404, f"User {USER} not found")
 USER_EXISTS = proxy_error(409, {"error": f"User with id {USER} already exists"})
-
-
-@pytest.fixture(scope="module")
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    # One client for the module: building one loads the CA bundle (~80 ms). pytest-httpx patches the
-    # transport class, so each test's httpx_mock still sees every request.
-    async with httpx.AsyncClient() as client:
-        yield client
 
 
 @pytest.fixture

@@ -39,11 +39,10 @@ def _b64(data: dict) -> str:
     return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
 
 
-async def test_valid_es256_token_from_inline_jwks(key: SigningKey) -> None:
-    async with httpx.AsyncClient() as http:
-        principal = await verifier(http, jwks=key.jwks()).verify(
-            key.access_token(USER, issuer=ISSUER, email="ann@example.com")
-        )
+async def test_valid_es256_token_from_inline_jwks(http: httpx.AsyncClient, key: SigningKey) -> None:
+    principal = await verifier(http, jwks=key.jwks()).verify(
+        key.access_token(USER, issuer=ISSUER, email="ann@example.com")
+    )
     assert principal.user_id == USER
     assert principal.role == "authenticated"
     assert principal.email == "ann@example.com"
@@ -60,21 +59,21 @@ async def test_valid_es256_token_from_inline_jwks(key: SigningKey) -> None:
         ({"sub": "not-a-uuid"}, "subject"),
     ],
 )
-async def test_claims_are_checked(key: SigningKey, overrides: dict, reason: str) -> None:
-    async with httpx.AsyncClient() as http:
-        with pytest.raises(InvalidToken, match=reason):
-            await verifier(http, jwks=key.jwks()).verify(key.access_token(USER, issuer=ISSUER, **overrides))
+async def test_claims_are_checked(http: httpx.AsyncClient, key: SigningKey, overrides: dict, reason: str) -> None:
+    with pytest.raises(InvalidToken, match=reason):
+        await verifier(http, jwks=key.jwks()).verify(key.access_token(USER, issuer=ISSUER, **overrides))
 
 
-async def test_token_signed_by_another_key_with_the_same_kid_is_rejected(key: SigningKey) -> None:
+async def test_token_signed_by_another_key_with_the_same_kid_is_rejected(
+    http: httpx.AsyncClient, key: SigningKey
+) -> None:
     attacker = SigningKey.generate()
     attacker.kid = key.kid
-    async with httpx.AsyncClient() as http:
-        with pytest.raises(InvalidToken, match="signature"):
-            await verifier(http, jwks=key.jwks()).verify(attacker.access_token(USER, issuer=ISSUER))
+    with pytest.raises(InvalidToken, match="signature"):
+        await verifier(http, jwks=key.jwks()).verify(attacker.access_token(USER, issuer=ISSUER))
 
 
-async def test_tampered_payload_is_rejected(key: SigningKey) -> None:
+async def test_tampered_payload_is_rejected(http: httpx.AsyncClient, key: SigningKey) -> None:
     header, _, signature = key.access_token(USER, issuer=ISSUER).split(".")
     forged_claims = {
         "sub": str(uuid.uuid4()),
@@ -84,12 +83,11 @@ async def test_tampered_payload_is_rejected(key: SigningKey) -> None:
         "exp": int(time.time()) + 60,
         "iat": int(time.time()),
     }
-    async with httpx.AsyncClient() as http:
-        with pytest.raises(InvalidToken):
-            await verifier(http, jwks=key.jwks()).verify(f"{header}.{_b64(forged_claims)}.{signature}")
+    with pytest.raises(InvalidToken):
+        await verifier(http, jwks=key.jwks()).verify(f"{header}.{_b64(forged_claims)}.{signature}")
 
 
-async def test_alg_none_is_rejected(key: SigningKey) -> None:
+async def test_alg_none_is_rejected(http: httpx.AsyncClient, key: SigningKey) -> None:
     claims = {
         "sub": str(USER),
         "role": "authenticated",
@@ -99,12 +97,11 @@ async def test_alg_none_is_rejected(key: SigningKey) -> None:
         "iat": int(time.time()),
     }
     token = f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(claims)}."
-    async with httpx.AsyncClient() as http:
-        with pytest.raises(InvalidToken, match="not accepted"):
-            await verifier(http, jwks=key.jwks(), secret="x" * 32).verify(token)
+    with pytest.raises(InvalidToken, match="not accepted"):
+        await verifier(http, jwks=key.jwks(), secret="x" * 32).verify(token)
 
 
-async def test_hs256_is_refused_without_a_configured_secret(key: SigningKey) -> None:
+async def test_hs256_is_refused_without_a_configured_secret(http: httpx.AsyncClient, key: SigningKey) -> None:
     token = jwt.encode(
         {
             "sub": str(USER),
@@ -117,14 +114,13 @@ async def test_hs256_is_refused_without_a_configured_secret(key: SigningKey) -> 
         "s" * 32,
         algorithm="HS256",
     )
-    async with httpx.AsyncClient() as http:
-        with pytest.raises(InvalidToken, match="not accepted"):
-            await verifier(http, jwks=key.jwks()).verify(token)
-        principal = await verifier(http, jwks=key.jwks(), secret="s" * 32).verify(token)
+    with pytest.raises(InvalidToken, match="not accepted"):
+        await verifier(http, jwks=key.jwks()).verify(token)
+    principal = await verifier(http, jwks=key.jwks(), secret="s" * 32).verify(token)
     assert principal.user_id == USER
 
 
-async def test_rsa_public_key_used_as_hmac_secret_is_rejected() -> None:
+async def test_rsa_public_key_used_as_hmac_secret_is_rejected(http: httpx.AsyncClient) -> None:
     """Algorithm confusion: an attacker signs HS256 with the published RSA public key as the secret."""
     rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     public_jwk = {**json.loads(RSAAlgorithm.to_jwk(rsa_key.public_key())), "kid": "rsa-1", "alg": "RS256"}
@@ -146,76 +142,72 @@ async def test_rsa_public_key_used_as_hmac_secret_is_rejected() -> None:
     signing_input = f"{_b64(header)}.{_b64(claims)}"
     mac = hmac.new(public_pem, signing_input.encode(), hashlib.sha256).digest()
     token = f"{signing_input}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
-    async with httpx.AsyncClient() as http:
-        v = verifier(http, jwks={"keys": [public_jwk]})
-        with pytest.raises(InvalidToken):
-            await v.verify(token)
-        # The same key does verify a genuine RS256 token.
-        good = jwt.encode(claims, rsa_key, algorithm="RS256", headers={"kid": "rsa-1"})
-        assert (await v.verify(good)).user_id == USER
+    v = verifier(http, jwks={"keys": [public_jwk]})
+    with pytest.raises(InvalidToken):
+        await v.verify(token)
+    # The same key does verify a genuine RS256 token.
+    good = jwt.encode(claims, rsa_key, algorithm="RS256", headers={"kid": "rsa-1"})
+    assert (await v.verify(good)).user_id == USER
 
 
-async def test_es256_header_naming_an_rsa_key_is_rejected(key: SigningKey) -> None:
+async def test_es256_header_naming_an_rsa_key_is_rejected(http: httpx.AsyncClient, key: SigningKey) -> None:
     rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     rsa_jwk = {**json.loads(RSAAlgorithm.to_jwk(rsa_key.public_key())), "kid": key.kid, "alg": "RS256"}
-    async with httpx.AsyncClient() as http:
-        with pytest.raises(InvalidToken, match="does not match"):
-            await verifier(http, jwks={"keys": [rsa_jwk]}).verify(key.access_token(USER, issuer=ISSUER))
+    with pytest.raises(InvalidToken, match="does not match"):
+        await verifier(http, jwks={"keys": [rsa_jwk]}).verify(key.access_token(USER, issuer=ISSUER))
 
 
-async def test_jwks_is_fetched_once_and_cached(key: SigningKey, httpx_mock: HTTPXMock) -> None:
+async def test_jwks_is_fetched_once_and_cached(http: httpx.AsyncClient, key: SigningKey, httpx_mock: HTTPXMock) -> None:
     httpx_mock.add_response(url=JWKS_URL, json=key.jwks())
-    async with httpx.AsyncClient() as http:
-        v = verifier(http)
-        for _ in range(3):
-            assert (await v.verify(key.access_token(USER, issuer=ISSUER))).user_id == USER
+    v = verifier(http)
+    for _ in range(3):
+        assert (await v.verify(key.access_token(USER, issuer=ISSUER))).user_id == USER
     assert len(httpx_mock.get_requests()) == 1
 
 
-async def test_unknown_kid_refreshes_the_jwks(key: SigningKey, httpx_mock: HTTPXMock) -> None:
+async def test_unknown_kid_refreshes_the_jwks(http: httpx.AsyncClient, key: SigningKey, httpx_mock: HTTPXMock) -> None:
     rotated = SigningKey.generate()
     httpx_mock.add_response(url=JWKS_URL, json=key.jwks())
     httpx_mock.add_response(url=JWKS_URL, json={"keys": [key.public_jwk, rotated.public_jwk]})
-    async with httpx.AsyncClient() as http:
-        v = verifier(http)
-        await v.verify(key.access_token(USER, issuer=ISSUER))
-        v._fetched_at -= 60  # past the minimum interval between forced refreshes
-        assert (await v.verify(rotated.access_token(USER, issuer=ISSUER))).user_id == USER
+    v = verifier(http)
+    await v.verify(key.access_token(USER, issuer=ISSUER))
+    v._fetched_at -= 60  # past the minimum interval between forced refreshes
+    assert (await v.verify(rotated.access_token(USER, issuer=ISSUER))).user_id == USER
     assert len(httpx_mock.get_requests()) == 2
 
 
-async def test_random_kids_do_not_hammer_the_jwks_endpoint(key: SigningKey, httpx_mock: HTTPXMock) -> None:
+async def test_random_kids_do_not_hammer_the_jwks_endpoint(
+    http: httpx.AsyncClient, key: SigningKey, httpx_mock: HTTPXMock
+) -> None:
     httpx_mock.add_response(url=JWKS_URL, json=key.jwks())
-    async with httpx.AsyncClient() as http:
-        v = verifier(http)
-        for _ in range(5):
-            stranger = SigningKey.generate()
-            with pytest.raises(InvalidToken, match="unknown key"):
-                await v.verify(stranger.access_token(USER, issuer=ISSUER))
+    v = verifier(http)
+    for _ in range(5):
+        stranger = SigningKey.generate()
+        with pytest.raises(InvalidToken, match="unknown key"):
+            await v.verify(stranger.access_token(USER, issuer=ISSUER))
     assert len(httpx_mock.get_requests()) == 1
 
 
-async def test_unreachable_jwks_rejects_rather_than_crashes(key: SigningKey, httpx_mock: HTTPXMock) -> None:
+async def test_unreachable_jwks_rejects_rather_than_crashes(
+    http: httpx.AsyncClient, key: SigningKey, httpx_mock: HTTPXMock
+) -> None:
     httpx_mock.add_exception(httpx.ConnectError("refused"), url=JWKS_URL)
-    async with httpx.AsyncClient() as http:
-        with pytest.raises(InvalidToken, match="unknown key"):
-            await verifier(http).verify(key.access_token(USER, issuer=ISSUER))
+    with pytest.raises(InvalidToken, match="unknown key"):
+        await verifier(http).verify(key.access_token(USER, issuer=ISSUER))
 
 
-async def test_garbage_and_oversized_tokens_are_rejected(key: SigningKey) -> None:
-    async with httpx.AsyncClient() as http:
-        v = verifier(http, jwks=key.jwks())
-        with pytest.raises(InvalidToken, match="malformed"):
-            await v.verify("not.a.jwt")
-        with pytest.raises(InvalidToken, match="too large"):
-            await v.verify("a" * 10_000)
+async def test_garbage_and_oversized_tokens_are_rejected(http: httpx.AsyncClient, key: SigningKey) -> None:
+    v = verifier(http, jwks=key.jwks())
+    with pytest.raises(InvalidToken, match="malformed"):
+        await v.verify("not.a.jwt")
+    with pytest.raises(InvalidToken, match="too large"):
+        await v.verify("a" * 10_000)
 
 
-async def test_admin_from_app_metadata(key: SigningKey) -> None:
-    async with httpx.AsyncClient() as http:
-        principal = await verifier(http, jwks=key.jwks()).verify(
-            key.access_token(USER, issuer=ISSUER, app_metadata={"role": "admin"})
-        )
+async def test_admin_from_app_metadata(http: httpx.AsyncClient, key: SigningKey) -> None:
+    principal = await verifier(http, jwks=key.jwks()).verify(
+        key.access_token(USER, issuer=ISSUER, app_metadata={"role": "admin"})
+    )
     assert principal.is_admin
 
 
@@ -233,44 +225,41 @@ class CountingDecode:
 
 
 async def test_a_verified_token_is_remembered_for_a_minute_at_most(
-    key: SigningKey, monkeypatch: pytest.MonkeyPatch
+    http: httpx.AsyncClient, key: SigningKey, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     decode = CountingDecode(monkeypatch)
     token = key.access_token(USER, issuer=ISSUER, expires_in=3600)
-    async with httpx.AsyncClient() as http:
-        v = verifier(http, jwks=key.jwks())
-        first = await v.verify(token)
-        assert await v.verify(token) == first
-        assert decode.calls == 1
-        # A minute later the token is checked again.
-        now = time.time()
-        monkeypatch.setattr(tokens_module.time, "time", lambda: now + tokens_module.VERIFIED_TTL_SECONDS + 1)
-        assert await v.verify(token) == first
-        assert decode.calls == 2
+    v = verifier(http, jwks=key.jwks())
+    first = await v.verify(token)
+    assert await v.verify(token) == first
+    assert decode.calls == 1
+    # A minute later the token is checked again.
+    now = time.time()
+    monkeypatch.setattr(tokens_module.time, "time", lambda: now + tokens_module.VERIFIED_TTL_SECONDS + 1)
+    assert await v.verify(token) == first
+    assert decode.calls == 2
 
 
-async def test_a_remembered_token_is_never_accepted_past_its_expiry(key: SigningKey) -> None:
+async def test_a_remembered_token_is_never_accepted_past_its_expiry(http: httpx.AsyncClient, key: SigningKey) -> None:
     token = key.access_token(USER, issuer=ISSUER, expires_in=5)
-    async with httpx.AsyncClient() as http:
-        v = verifier(http, jwks=key.jwks())
-        await v.verify(token)
+    v = verifier(http, jwks=key.jwks())
+    await v.verify(token)
     exp = jwt.decode(token, options={"verify_signature": False})["exp"]
     until, _ = v._verified[token]
     assert until == exp + 10  # the expiry plus the same leeway the signature check allows, not a minute
 
 
 async def test_refused_tokens_are_not_remembered_and_memory_is_bounded(
-    key: SigningKey, monkeypatch: pytest.MonkeyPatch
+    http: httpx.AsyncClient, key: SigningKey, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(tokens_module, "VERIFIED_MAX_ENTRIES", 2)
     other = SigningKey.generate()
-    async with httpx.AsyncClient() as http:
-        v = verifier(http, jwks=key.jwks())
-        forged = other.access_token(USER, issuer=ISSUER)
-        for _ in range(2):
-            with pytest.raises(InvalidToken):
-                await v.verify(forged)
-        assert forged not in v._verified
-        for index in range(5):
-            await v.verify(key.access_token(USER, issuer=ISSUER, session_id=f"s{index}"))
-            assert len(v._verified) <= 2
+    v = verifier(http, jwks=key.jwks())
+    forged = other.access_token(USER, issuer=ISSUER)
+    for _ in range(2):
+        with pytest.raises(InvalidToken):
+            await v.verify(forged)
+    assert forged not in v._verified
+    for index in range(5):
+        await v.verify(key.access_token(USER, issuer=ISSUER, session_id=f"s{index}"))
+        assert len(v._verified) <= 2
