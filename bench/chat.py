@@ -148,7 +148,8 @@ async def letta_turn(http: httpx.AsyncClient, letta: LettaClient, agent_id: str,
     parts: list[str] = []
     stop_reason = None
     started = timing.started = time.perf_counter()
-    response = await http.send(letta.turn_request(agent_id, content), stream=True)
+    # The direct path sends an otid too, as the service does (Letta keeps it on the message).
+    response = await http.send(letta.turn_request(agent_id, content, str(uuid.uuid4())), stream=True)
     try:
         if response.status_code != 200:
             raise RuntimeError(f"Letta answered {response.status_code}: {(await response.aread())[:500]!r}")

@@ -199,6 +199,10 @@ class Stack:
             "STANDARD_WEBHOOK_SECRET": c.standard_webhook_secret,
             "CORS_ALLOW_ORIGINS": "http://localhost:3000,http://127.0.0.1:3000",
             "RECONCILE_INTERVAL_SECONDS": "5",
+            # The LiteLLM double writes its spend records every second (PROXY_BATCH_WRITE_AT=1, its default):
+            # costs settle within seconds here, where a real LiteLLM needs COST_SETTLE_SECONDS' default.
+            "COST_SETTLE_SECONDS": "3",
+            "COST_RECONCILE_INTERVAL_SECONDS": "1",
         }
         env.update(c.service_env)
         return env
@@ -364,6 +368,15 @@ class Stack:
             self.letta = None
         if self._own_postgres and self.postgres.is_running():
             self.postgres.stop()
+
+    def kill_service(self) -> None:
+        """SIGKILL the service (its whole process group), as a crash or an OOM kill would: nothing runs on exit."""
+        process = self.processes.pop("service")
+        if process.process is not None and process.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.process.pid, signal.SIGKILL)
+            process.process.wait()
+        process.stop()  # closes its log
 
     def restart_service(self, **env: str) -> None:
         self.processes.pop("service").stop()

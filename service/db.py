@@ -22,6 +22,17 @@ else:
     Database = asyncpg.Pool
 
 
+# What "the database cannot answer right now" looks like from asyncpg: refused or dropped connections, a server
+# shutting down or starting, a pool that could not hand out a connection in time. Answered as 503, retried.
+DATABASE_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.InterfaceError,
+)
+
+
 async def _init_connection(conn: asyncpg.Connection[Any]) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
     await conn.set_type_codec("json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")

@@ -97,6 +97,10 @@ class Settings(BaseSettings):
     webhook_tolerance_seconds: int = Field(300, ge=1, validation_alias="WEBHOOK_TOLERANCE_SECONDS")
     provisioning_max_attempts: int = Field(8, ge=1, validation_alias="PROVISIONING_MAX_ATTEMPTS")
     reconcile_interval_seconds: float = Field(30.0, ge=0.1, validation_alias="RECONCILE_INTERVAL_SECONDS")
+    # LiteLLM writes its spend records in batches (proxy_batch_write_at, 10 s by default): a turn's charges are
+    # read this long after it ended, when they have all been written.
+    cost_settle_seconds: float = Field(30.0, ge=0.0, validation_alias="COST_SETTLE_SECONDS")
+    cost_reconcile_interval_seconds: float = Field(10.0, ge=0.1, validation_alias="COST_RECONCILE_INTERVAL_SECONDS")
 
     # Comma-separated, not JSON.
     cors_allow_origins: Annotated[list[str], NoDecode] = Field(

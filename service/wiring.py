@@ -20,6 +20,7 @@ from service.agents.lifecycle import AgentLifecycle
 from service.agents.service import AgentService
 from service.auth.tokens import TokenVerifier
 from service.billing.budgets import Billing
+from service.billing.reconcile import CostReconciler
 from service.chat.service import ChatService
 from service.clients.http import http_client
 from service.clients.letta import LettaClient
@@ -44,6 +45,7 @@ class Services:
     provisioner: Provisioner
     chat: ChatService
     agents: AgentService
+    costs: CostReconciler
 
 
 def build_services(settings: Settings, http: httpx.AsyncClient, db: Database) -> Services:
@@ -72,8 +74,9 @@ def build_services(settings: Settings, http: httpx.AsyncClient, db: Database) ->
     provisioner = Provisioner(db, litellm, letta, settings, lifecycle)
     billing = Billing(litellm)
     chat = ChatService(db, letta, billing, settings, rate_limiter, provisioner)
-    agents = AgentService(letta, lifecycle, chat)
-    return Services(settings, http, db, tokens, letta, litellm, rate_limiter, billing, provisioner, chat, agents)
+    agents = AgentService(letta, lifecycle, chat, billing)
+    costs = CostReconciler(db, litellm, billing, settings)
+    return Services(settings, http, db, tokens, letta, litellm, rate_limiter, billing, provisioner, chat, agents, costs)
 
 
 def lifespan(settings: Settings) -> Callable[[Litestar], Any]:
@@ -87,12 +90,16 @@ def lifespan(settings: Settings) -> Callable[[Litestar], Any]:
             services = build_services(settings, http, db)
             app.state.services = services
             stop = asyncio.Event()
-            reconciler = asyncio.create_task(services.provisioner.run_reconciler(stop))
+            loops = [
+                asyncio.create_task(services.provisioner.run_reconciler(stop)),
+                asyncio.create_task(services.chat.recovery.run(stop)),
+                asyncio.create_task(services.costs.run(stop)),
+            ]
             try:
                 yield
             finally:
                 stop.set()
-                await reconciler
+                await asyncio.gather(*loops)
                 await services.chat.drain()
                 await services.provisioner.drain()
                 await db.close()

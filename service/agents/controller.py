@@ -12,10 +12,11 @@ from service.agents.schemas import AgentMemory, AgentStatus, MemoryUpdate, Reset
 from service.agents.service import AgentService
 from service.agents.spec import EDITABLE_BLOCKS
 from service.auth.dependencies import provide_profile, provide_ready_profile
+from service.billing.budgets import budget_exceeded
 from service.chat.errors import turn_in_progress
 from service.rate_limit import MEMORY_BUCKET, rate_limit
 from service.users.profiles import ProfileRow, ReadyProfile
-from service.web.examples import AGENT_STATUS_EXAMPLE, MEMORY_EXAMPLE, RESET_EXAMPLE
+from service.web.examples import AGENT_STATUS_EXAMPLE, EXHAUSTED_BUDGET, MEMORY_EXAMPLE, RESET_EXAMPLE
 from service.web.openapi import NOT_READY, body_example, documented, ok, problem, rate_limited
 from service.web.problems import ProblemError
 
@@ -42,6 +43,7 @@ class AgentController(Controller):
         guards=[rate_limit(MEMORY_BUCKET)],
         responses={
             200: ok(AgentMemory, "Memory with an archival search", MEMORY_EXAMPLE),
+            402: documented(budget_exceeded(EXHAUSTED_BUDGET), "Over budget (an archival search only)"),
             429: MEMORY_RATE_LIMITED,
             503: NOT_READY,
         },
@@ -55,7 +57,7 @@ class AgentController(Controller):
         ] = None,
         top_k: Annotated[int, QueryParameter(ge=1, le=50, description="archival search results")] = 10,
     ) -> AgentMemory:
-        return await agents.memory(profile.agent_id, q, top_k)
+        return await agents.memory(profile.agent_id, q, top_k, profile.id)
 
     @patch(
         "/memory",

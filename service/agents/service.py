@@ -7,9 +7,11 @@ no agent but their own (Letta itself does not isolate users within one organisat
 from __future__ import annotations
 
 import logging
+import uuid
 
 from service.agents.lifecycle import AgentLifecycle
 from service.agents.schemas import AgentMemory, AgentStatus, ArchivalHit, LettaStatus, MemoryBlock, ResetResult
+from service.billing.budgets import Billing, ensure_within_budget
 from service.chat.service import ChatService
 from service.clients.errors import UpstreamError
 from service.clients.letta import LettaClient
@@ -27,8 +29,9 @@ def agent_unreachable(exc: UpstreamError) -> DomainError:
 
 
 class AgentService:
-    def __init__(self, letta: LettaClient, lifecycle: AgentLifecycle, chat: ChatService) -> None:
+    def __init__(self, letta: LettaClient, lifecycle: AgentLifecycle, chat: ChatService, billing: Billing) -> None:
         self.letta = letta
+        self.billing = billing
         self.lifecycle = lifecycle
         self.chat = chat
 
@@ -50,7 +53,13 @@ class AgentService:
             letta=LettaStatus(reachable=health["ok"], latency_ms=health["latency_ms"], agent_found=agent_found),
         )
 
-    async def memory(self, agent_id: str, query: str | None, top_k: int) -> AgentMemory:
+    async def memory(
+        self, agent_id: str, query: str | None, top_k: int, user_id: uuid.UUID | None = None
+    ) -> AgentMemory:
+        """Core memory and the archival count; with ``query`` an archival search, refused over budget (it is work
+        done for the user, embedded on the platform's key)."""
+        if query and user_id is not None:
+            await ensure_within_budget(self.billing, str(user_id))
         try:
             blocks = await self.letta.memory_blocks(agent_id)
             count = await self.letta.archival_count(agent_id)

@@ -158,3 +158,25 @@ async def change_budget(billing: Billing, user_id: str, max_budget: float, budge
             raise DomainError("budget_refused") from exc
         raise billing_unavailable(exc) from exc
     return await current_budget(billing, user_id)
+
+
+def budget_exceeded(budget: Budget) -> DomainError:
+    return DomainError(
+        "budget_exceeded",
+        f"your budget is used up: spent {budget.spend:.4f} of {budget.max_budget or 0:.4f}",
+        spend=budget.spend,
+        max_budget=budget.max_budget,
+        budget_reset_at=budget.budget_reset_at,
+    )
+
+
+async def ensure_within_budget(billing: Billing, user_id: str) -> None:
+    """``budget_exceeded`` when the user's spend has reached their budget (the cached figure, see ``Billing``).
+    Billing unreachable: nothing is refused here; LiteLLM itself still enforces the budget on each LLM call."""
+    try:
+        budget = await billing.budget(user_id)
+    except UpstreamError as exc:
+        logger.warning("budget check skipped", extra={"error": str(exc)})
+        return
+    if budget is not None and budget.exceeded:
+        raise budget_exceeded(budget)

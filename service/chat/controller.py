@@ -13,12 +13,11 @@ from litestar.response import Stream
 
 from service.auth.dependencies import provide_ready_profile, require_user
 from service.auth.tokens import Principal
-from service.billing.budgets import Budget
+from service.billing.budgets import budget_exceeded
 from service.chat import store
 from service.chat.errors import (
     agent_timeout,
     agent_unavailable,
-    budget_exceeded,
     no_turn,
     turn_failed,
     turn_in_progress,
@@ -33,11 +32,10 @@ from service.errors import DomainError
 from service.rate_limit import CHAT_BUCKET
 from service.settings import Settings
 from service.users.profiles import ReadyProfile
-from service.web.examples import CHAT_REPLY_EXAMPLE, MESSAGE_EXAMPLE, USER_ID
+from service.web.examples import CHAT_REPLY_EXAMPLE, EXHAUSTED_BUDGET, MESSAGE_EXAMPLE, USER_ID
 from service.web.openapi import NOT_READY, body_example, documented, ok, rate_limited
 
 EXAMPLE_TURN_ID = uuid.UUID(str(MESSAGE_EXAMPLE["turn_id"]))
-EXAMPLE_BUDGET = Budget(spend=10.0123, max_budget=10.0, budget_duration="30d", budget_reset_at="2026-12-01T00:00:00Z")
 
 
 class ChatController(Controller):
@@ -61,7 +59,7 @@ class ChatController(Controller):
                 CHAT_REPLY_EXAMPLE,
                 "JSON reply, or with Accept: text/event-stream an SSE stream (see README for the events)",
             ),
-            402: documented(budget_exceeded(EXAMPLE_BUDGET), "Over budget (checked before Letta is called)"),
+            402: documented(budget_exceeded(EXHAUSTED_BUDGET), "Over budget (checked before Letta is called)"),
             409: documented(turn_in_progress()),
             413: documented(DomainError("message_too_large", "content is 20000 bytes; the limit is 16384")),
             422: documented(DomainError("invalid_message", "content must not be empty")),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 
-from service.billing.budgets import Budget
 from service.errors import DomainError
 
 
@@ -14,16 +13,6 @@ def turn_in_progress() -> DomainError:
 
 def no_turn() -> DomainError:
     return DomainError("no_turn")
-
-
-def budget_exceeded(budget: Budget) -> DomainError:
-    return DomainError(
-        "budget_exceeded",
-        f"your budget is used up: spent {budget.spend:.4f} of {budget.max_budget or 0:.4f}",
-        spend=budget.spend,
-        max_budget=budget.max_budget,
-        budget_reset_at=budget.budget_reset_at,
-    )
 
 
 def agent_unavailable(turn_id: uuid.UUID) -> DomainError:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.clients.letta_stream import LettaEvent
+from service.clients.letta_stream import LettaEvent, text_of
 
 Event = tuple[str, dict[str, Any]]
 
@@ -38,14 +38,6 @@ class TurnResult:
 
     def fail(self, code: str, message: str) -> None:
         self.status, self.error_code, self.error_message = "failed", code, message
-
-
-def text_of(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(getattr(part, "text", "") or "" for part in content)
-    return ""
 
 
 def error_code(text: str) -> str:

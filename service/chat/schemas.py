@@ -26,6 +26,7 @@ class ChatMessage(msgspec.Struct, kw_only=True):
     completion_tokens: int | None
     tokens_used: int | None
     cost: Decimal | None
+    cost_final: bool | None  # on the message that carries its turn's cost: whether LiteLLM's charge is in
     model: str | None
     created_at: datetime
 

@@ -23,14 +23,15 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
-from decimal import Decimal
 
 import asyncpg
 
-from service.billing.budgets import Billing
+from service.billing.budgets import Billing, ensure_within_budget
 from service.chat import events, store
-from service.chat.errors import agent_timeout, agent_unavailable, budget_exceeded, turn_in_progress
+from service.chat.errors import agent_timeout, agent_unavailable, turn_in_progress
 from service.chat.events import Event, TurnResult
+from service.chat.outcome import TurnIds, TurnRecorder
+from service.chat.recovery import TurnRecovery
 from service.clients.errors import UpstreamError
 from service.clients.letta import LettaClient
 from service.clients.letta_stream import LettaStream
@@ -44,6 +45,7 @@ from service.users.profiles import ReadyProfile, profile_from
 logger = logging.getLogger("service.chat")
 
 LEASE_RENEW_SECONDS = 5.0
+CANCEL_WAIT_SECONDS = 2.0  # how long a cancel waits for another replica to store the turn it stopped
 
 
 class Turn:
@@ -59,6 +61,7 @@ class Turn:
         self.cancel_requested = asyncio.Event()
         self.started = time.perf_counter()
         self.stream: LettaStream | None = None
+        self.run_recorder: asyncio.Task[None] | None = None
 
     def emit(self, event: Event) -> None:
         self.queue.put_nowait(event)
@@ -88,33 +91,27 @@ class ChatService:
         self.rate_limiter = rate_limiter
         self.provisioner = provisioner
         self.holder = f"replica-{uuid.uuid4().hex[:12]}"
+        self.recorder = TurnRecorder(db, letta, billing)
+        self.recovery = TurnRecovery(db, letta, self.recorder, settings)
         self._turns: set[asyncio.Task[None]] = set()
         self._local: dict[uuid.UUID, Turn] = {}  # running here, by user: a cancel need not wait for a renewal
         self._agent_ids: dict[uuid.UUID, str] = {}  # each user's agent at their last turn here
 
     # -- starting a turn ----------------------------------------------------------------------------------
-    async def check_budget(self, user_id: uuid.UUID) -> None:
-        try:
-            budget = await self.billing.budget(str(user_id))
-        except UpstreamError as exc:
-            # Billing unreachable: LiteLLM itself still enforces the budget on the LLM call.
-            logger.warning("budget check skipped", extra={"error": str(exc)})
-            return
-        if budget is not None and budget.exceeded:
-            raise budget_exceeded(budget)
-
     async def start(self, user_id: uuid.UUID, content: str) -> Turn:
         """Start the user's turn (see the module docstring for the order); returns once Letta is streaming."""
-        await self.check_budget(user_id)
-        begin = asyncio.ensure_future(self._begin_turn(user_id, content))
+        await ensure_within_budget(self.billing, str(user_id))
+        user_message_id = uuid.uuid4()
+        begin = asyncio.ensure_future(self._begin_turn(user_id, content, user_message_id))
         await asyncio.sleep(0)  # the statement goes out
         # While Postgres starts the turn, build Letta's request for the agent this user had last time (a reset
-        # replaces it: the statement's profile says which agent it is).
+        # replaces it: the statement's profile says which agent it is). Its otid is our message's id.
+        otid = str(user_message_id)
         known_agent = self._agent_ids.get(user_id)
-        request = self.letta.turn_request(known_agent, content) if known_agent else None
-        profile, turn_id, user_message_id = await begin
+        request = self.letta.turn_request(known_agent, content, otid) if known_agent else None
+        profile, turn_id = await begin
         if request is None or profile.agent_id != known_agent:
-            request = self.letta.turn_request(profile.agent_id, content)
+            request = self.letta.turn_request(profile.agent_id, content, otid)
             if len(self._agent_ids) >= 10_000:
                 self._agent_ids.clear()
             self._agent_ids[user_id] = profile.agent_id
@@ -127,7 +124,8 @@ class ChatService:
                 # released, so that a resend does not run beside it.
                 await self._stop_letta_run(turn)
             turn.result.fail("agent_timeout" if exc.timed_out else "agent_unavailable", str(exc)[:1000])
-            await self._store(turn, None)  # the message is kept as failed, counted, and the lease released
+            # The message is kept as failed, counted, and the lease released.
+            await self.recorder.store(self._ids(turn), turn.result, None)
             raise (agent_timeout(turn_id) if exc.timed_out else agent_unavailable(turn_id)) from exc
         turn.stream = stream
         turn.emit(("turn", {"turn_id": str(turn_id), "user_message_id": str(user_message_id)}))
@@ -138,8 +136,10 @@ class ChatService:
         turn.task.add_done_callback(lambda _: self._local.pop(profile.id, None))
         return turn
 
-    async def _begin_turn(self, user_id: uuid.UUID, content: str) -> tuple[ReadyProfile, uuid.UUID, uuid.UUID]:
-        """Rate limit, profile, lease and the stored user message in one round trip: (profile, turn, message)."""
+    async def _begin_turn(
+        self, user_id: uuid.UUID, content: str, user_message_id: uuid.UUID
+    ) -> tuple[ReadyProfile, uuid.UUID]:
+        """Rate limit, profile, lease and the stored user message in one round trip: (profile, turn id)."""
         turn_id = uuid.uuid4()
         limit, window = self.rate_limiter.limit_of(CHAT_BUCKET)
         try:
@@ -153,6 +153,7 @@ class ChatService:
                 CHAT_BUCKET,
                 limit,
                 window,
+                user_message_id,
             )
         except asyncpg.ForeignKeyViolationError as exc:
             raise account_deleted() from exc  # the user was deleted but still holds a valid token
@@ -167,7 +168,7 @@ class ChatService:
             raise agent_not_ready(row_profile.agent_status if row_profile else None)
         if row["user_message_id"] is None:
             raise turn_in_progress()
-        return profile, turn_id, row["user_message_id"]
+        return profile, turn_id
 
     # -- the per-user lease, also held by an agent reset ----------------------------------------------------
     async def acquire_lease(self, user_id: uuid.UUID, holder: str | None = None) -> uuid.UUID:
@@ -181,13 +182,30 @@ class ChatService:
         await store.release_lease(self.db, user_id, lease_id)
 
     async def request_cancel(self, user_id: uuid.UUID) -> bool:
-        """Ask the user's running turn (on whichever replica) to stop; False if none is running."""
-        row = await self.db.fetchval(store.REQUEST_CANCEL, user_id)
+        """Stop the user's running turn, wherever it runs, and free the user's lease; False if none is running.
+
+        Here: the turn is cancelled directly. On another replica: its Letta run is cancelled from here, so its
+        stream ends and that replica stores it within moments; a replica that does not (it died) has its turn
+        taken over and finished from Letta's record. A turn whose lease already expired is finished the same
+        way."""
         local = self._local.get(user_id)
+        row = await self.db.fetchrow(store.REQUEST_CANCEL, user_id)
         if local is not None:
             await self.cancel(local)
-        # Elsewhere, the replica running the turn sees the flag when it next renews its lease.
-        return row is not None
+            return True
+        if row is None:
+            return await self.recovery.recover_user(user_id)
+        if row["letta_agent_id"]:
+            try:
+                await self.letta.cancel_run(row["letta_agent_id"], row["letta_run_id"])
+            except UpstreamError as exc:
+                logger.warning("could not cancel the Letta run", extra={"error": str(exc)})
+        for _ in range(int(CANCEL_WAIT_SECONDS / 0.1)):
+            await asyncio.sleep(0.1)
+            if not await self.db.fetchval(store.LEASE_HELD, user_id, row["turn_id"]):
+                return True  # the replica running it stored it
+        await self.recovery.recover_user(user_id, seize_turn=row["turn_id"])
+        return True
 
     async def drain(self, grace_seconds: float = 30.0) -> None:
         """At shutdown, let running turns finish and store their replies."""
@@ -202,6 +220,8 @@ class ChatService:
         try:
             async for letta_event in stream:
                 event = events.apply(result, letta_event)
+                if result.run_id and turn.run_recorder is None:
+                    turn.run_recorder = asyncio.create_task(self._record_run(turn, result.run_id))
                 if event is not None:
                     turn.emit(event)
             events.settle(result, cancelled=turn.cancel_requested.is_set())
@@ -224,6 +244,13 @@ class ChatService:
         if connection_lost:
             await self._stop_letta_run(turn)  # Letta may still be working on it; the lease is still ours
         await self._finish(turn)
+
+    async def _record_run(self, turn: Turn, run_id: str) -> None:
+        """The run id on the lease and the user's message, off the token path: a recovery needs no search."""
+        try:
+            await self.db.execute(store.RECORD_RUN, turn.profile.id, turn.turn_id, run_id, turn.user_message_id)
+        except Exception as exc:  # the lease renewal records it too
+            logger.warning("could not record the run id", extra={"error": repr(exc)})
 
     async def _keep_lease(self, turn: Turn) -> None:
         """Renew the lease while the turn runs and act on a cancel requested from any replica."""
@@ -259,37 +286,30 @@ class ChatService:
             logger.warning("could not cancel the Letta run", extra={"turn_id": str(turn.turn_id), "error": str(exc)})
 
     # -- storing it ---------------------------------------------------------------------------------------
+    def _ids(self, turn: Turn) -> TurnIds:
+        model = turn.profile.model or self.settings.llm_model
+        return TurnIds(turn.profile.id, turn.turn_id, turn.user_message_id, model)
+
     async def _finish(self, turn: Turn) -> None:
         """Store the turn and tell the listener, whatever Letta, LiteLLM or Postgres answer now: every step
-        before the ``done`` event catches everything, so no turn is left without an outcome or holding its
-        lease."""
-        result, profile = turn.result, turn.profile
-        if result.total_tokens == 0 and result.run_id:
-            # The stream broke before Letta's usage totals (a failed or cancelled turn), yet the LLM may have
-            # been called and billed: take the counts from Letta's record of the run.
-            try:
-                usage = await self.letta.run_usage(result.run_id)
-                result.prompt_tokens, result.completion_tokens = usage["prompt_tokens"], usage["completion_tokens"]
-                result.total_tokens = usage["total_tokens"]
-            except Exception as exc:  # a malformed answer too: the SDK raises parse errors as they come
-                logger.warning("run usage unavailable", extra={"run_id": result.run_id, "error": repr(exc)})
-        cost: Decimal | None = None
-        try:
-            prices = await self.billing.prices(profile.model or self.settings.llm_model)
-            cost = prices.cost(result.prompt_tokens, result.completion_tokens) if prices else None
-        except Exception as exc:
-            logger.warning("prices unavailable; cost left empty", extra={"error": repr(exc)})
+        before the ``done`` event catches everything, so no listener waits for ever. A turn that cannot be
+        stored (after the recorder's retries) is left pending for the recovery, which stores it from Letta's
+        record."""
+        result, ids = turn.result, self._ids(turn)
+        cost = await self.recorder.estimate_cost(result, ids.model)
         if cost:
             # Keep the cached budget current without asking LiteLLM again before the next turn.
-            self.billing.add_spend(str(profile.id), float(cost))
+            self.billing.add_spend(str(ids.user_id), float(cost))
         message_id: uuid.UUID | None = None
         try:
-            message_id = await self._store(turn, cost)  # releases the lease too
+            message_id = (await self.recorder.store(ids, result, cost)).reply_id  # releases the lease too
         except Exception:
             logger.exception("could not store turn", extra={"turn_id": str(turn.turn_id)})
             result.fail("storage_failed", "the turn could not be stored")
+            # Free the user at once if the database lets us; the recovery then stores the turn from Letta's
+            # record (else the lease expires first).
             with contextlib.suppress(Exception):
-                await self.release_lease(profile.id, turn.turn_id)
+                await self.release_lease(ids.user_id, turn.turn_id)
         if result.status == "failed":
             # The upstream's words stay in the logs and the database; the listener gets a code.
             logger.info("turn failed", extra={"turn_id": str(turn.turn_id), "error": result.error_message})
@@ -312,30 +332,3 @@ class ChatService:
                 "duration_ms": round((time.perf_counter() - turn.started) * 1000, 1),
             },
         )
-
-    async def _store(self, turn: Turn, cost: Decimal | None) -> uuid.UUID | None:
-        """The turn's outcome in one statement (so one transaction and one round trip before ``done``): the
-        user message completed or failed, the reply stored, the day's usage added to, the profile's last
-        activity, and the lease released. Returns the reply's id, if one was stored."""
-        result, profile = turn.result, turn.profile
-        keep_reply = result.status in ("complete", "cancelled") or bool(result.text)
-        failed = result.status == "failed"
-        message_id: uuid.UUID | None = await self.db.fetchval(
-            store.STORE_TURN,
-            turn.user_message_id,
-            "failed" if failed else "complete",
-            result.error_message if failed else None,
-            result.run_id,
-            profile.id,
-            turn.turn_id,
-            keep_reply,
-            result.text,
-            result.status,
-            result.prompt_tokens,
-            result.completion_tokens,
-            result.total_tokens,
-            cost,
-            profile.model or self.settings.llm_model,
-            result.letta_message_id,
-        )
-        return message_id

@@ -35,14 +35,15 @@ _TAKE_LEASE = """
 TAKE_LEASE = _TAKE_LEASE.format(condition="")
 
 # A turn starts in one round trip: the rate-limit hit; the profile; the lease if the hit was allowed and the
-# agent is ready; the user's message if the lease was taken. $5 content, $6 bucket, $7 limit, $8 window.
+# agent is ready; the user's message if the lease was taken. $5 content, $6 bucket, $7 limit, $8 window, $9 the
+# message's id (chosen by the service, so that Letta's request can carry it as its otid before this returns).
 BEGIN_TURN = f"""
     with hit as (select * from private.rate_limit_hit($1, $6, $7, $8)),
     profile as (select {PROFILE_COLUMNS} from public.user_profiles where id = $1),
     lease as ({_TAKE_LEASE.format(condition=f"from hit, profile where hit.allowed and {READY_SQL}")}),
     message as (
-        insert into public.messages (user_id, turn_id, role, content, status)
-        select $1, turn_id, 'user', $5, 'pending' from lease
+        insert into public.messages (id, user_id, turn_id, role, content, status)
+        select $9, $1, turn_id, 'user', $5, 'pending' from lease
         returning id
     )
     select hit.allowed, hit.remaining, hit.retry_after_seconds, (select id from message) as user_message_id,
@@ -51,25 +52,35 @@ BEGIN_TURN = f"""
 """  # noqa: S608 - composed from constants only
 
 
-# A finished turn, stored in one statement. $1 user message, $2 its status, $3 error (both messages), $4 run id,
+# A finished turn, stored in one statement, once: only while its user message is still pending (the replica
+# that ran it and a recovery may both try). $1 user message, $2 its status, $3 error (both messages), $4 run id,
 # $5 user, $6 turn, $7 keep the reply, $8 reply text, $9 reply status, $10-$12 prompt/completion/total tokens,
-# $13 cost, $14 model, $15 Letta message id.
+# $13 cost (an estimate until reconciled: cost_final false on the message that carries it), $14 model,
+# $15 Letta message id.
 STORE_TURN = """
     with user_message as (
-        update public.messages set status = $2, error = $3, letta_run_id = $4 where id = $1
+        update public.messages set status = $2, error = $3, letta_run_id = coalesce($4, letta_run_id),
+            prompt_tokens = case when $7::boolean then null else $10::integer end,
+            completion_tokens = case when $7 then null else $11::integer end,
+            tokens_used = case when $7 then null else $12::integer end,
+            cost = case when $7 then null else $13::numeric end,
+            cost_final = case when $7 then null else false end
+        where id = $1 and status = 'pending'
+        returning id
     ),
     reply as (
         insert into public.messages (user_id, turn_id, role, content, status, error, prompt_tokens,
-            completion_tokens, tokens_used, cost, model, letta_run_id, letta_message_id)
-        select $5, $6, 'assistant', $8, $9, $3, $10, $11, $12, $13, $14, $4, $15
-        where $7
+            completion_tokens, tokens_used, cost, cost_final, model, letta_run_id, letta_message_id)
+        select $5, $6, 'assistant', $8, $9, $3, $10, $11, $12, $13, false, $14, $4, $15
+        from user_message where $7
         returning id
     ),
     usage as (
         insert into public.usage_metrics (user_id, date, total_messages, prompt_tokens, completion_tokens,
             total_tokens, total_cost)
-        values ($5, (now() at time zone 'utc')::date, case when $7 then 2 else 1 end, $10, $11, $12,
-            coalesce($13::numeric, 0))
+        select $5, (now() at time zone 'utc')::date, case when $7 then 2 else 1 end, $10, $11, $12,
+            coalesce($13::numeric, 0)
+        from user_message
         on conflict (user_id, date) do update set
             total_messages = usage_metrics.total_messages + excluded.total_messages,
             prompt_tokens = usage_metrics.prompt_tokens + excluded.prompt_tokens,
@@ -78,12 +89,20 @@ STORE_TURN = """
             total_cost = usage_metrics.total_cost + excluded.total_cost
     ),
     activity as (
-        update public.user_profiles set last_active_at = now() where id = $5
+        update public.user_profiles set last_active_at = now() where id = $5 and exists (select 1 from user_message)
     ),
     lease as (
         delete from private.chat_turn_leases where user_id = $5 and turn_id = $6
     )
-    select id from reply
+    select (select id from user_message) as stored, (select id from reply) as reply_id
+"""
+
+# The turn's Letta run id, recorded as soon as an event carries it (a recovery then needs no search).
+RECORD_RUN = """
+    with lease as (
+        update private.chat_turn_leases set letta_run_id = $3 where user_id = $1 and turn_id = $2
+    )
+    update public.messages set letta_run_id = $3 where id = $4 and status = 'pending'
 """
 
 RELEASE_LEASE = "delete from private.chat_turn_leases where user_id = $1 and turn_id = $2"
@@ -96,14 +115,20 @@ RENEW_LEASE = """
     returning cancel_requested
 """
 
+# Flags the user's live turn for cancelling; what is needed to stop its Letta run from any replica.
 REQUEST_CANCEL = """
-    update private.chat_turn_leases set cancel_requested = true where user_id = $1 and expires_at > now()
-    returning turn_id
+    update private.chat_turn_leases l set cancel_requested = true
+    from public.user_profiles p
+    where l.user_id = $1 and l.expires_at > now() and p.id = l.user_id
+    returning l.turn_id, l.letta_run_id, p.letta_agent_id
 """
+
+LEASE_HELD = "select exists (select 1 from private.chat_turn_leases where user_id = $1 and turn_id = $2)"
 
 # The message columns the history and the export return (not ``error``: the upstream's words stay private).
 MESSAGE_COLUMNS = (
-    "id, turn_id, role, content, status, prompt_tokens, completion_tokens, tokens_used, cost, model, created_at"
+    "id, turn_id, role, content, status, prompt_tokens, completion_tokens, tokens_used, cost, cost_final, model, "
+    "created_at"
 )
 
 

@@ -32,6 +32,7 @@ from service.auth.tokens import Principal, TokenVerifier
 from service.chat.errors import no_turn, turn_in_progress, validate_content
 from service.chat.service import ChatService, Turn
 from service.chat.sse import present
+from service.db import DATABASE_UNAVAILABLE
 from service.errors import DomainError
 from service.settings import Settings
 from service.web.problems import error_frame
@@ -122,12 +123,23 @@ class ChatSocket:
                 if await self.authenticate(frame.token):
                     await self.send({"type": "ready", "user_id": str(self.principal.user_id)})
             elif frame.type == "cancel":
-                if self.turn is not None:
-                    await self.chat.cancel(self.turn)
-                else:
-                    await self.send(error_frame(no_turn()))
+                await self.cancel()
             elif frame.type == "message":
                 await self.start_turn(frame.content or "")
+
+    async def cancel(self) -> None:
+        """Stop this socket's turn, or the user's turn started elsewhere (another socket, replica or device)."""
+        assert self.principal is not None and self.principal.user_id is not None
+        if self.turn is not None:
+            await self.chat.cancel(self.turn)
+            return
+        try:
+            cancelled = await self.chat.request_cancel(self.principal.user_id)
+        except DATABASE_UNAVAILABLE:
+            await self.send(error_frame(DomainError("database_unavailable")))
+            return
+        if not cancelled:
+            await self.send(error_frame(no_turn()))
 
     async def start_turn(self, content: str) -> None:
         assert self.principal is not None and self.principal.user_id is not None
@@ -141,6 +153,9 @@ class ChatSocket:
             self.turn = await self.chat.start(self.principal.user_id, content)
         except DomainError as exc:
             await self.send(error_frame(exc))
+            return
+        except DATABASE_UNAVAILABLE:
+            await self.send(error_frame(DomainError("database_unavailable")))
             return
         except Exception:
             # Over HTTP this is a 500 problem; here the socket stays open for the next message.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -18,9 +19,19 @@ from letta_client import AsyncLetta
 
 from service.clients.errors import UpstreamError
 from service.clients.http import probe
-from service.clients.letta_stream import SERVICE, STREAM_TIMEOUT, LettaStream, translate
+from service.clients.letta_stream import SERVICE, STREAM_TIMEOUT, LettaStream, text_of, translate
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class RunOutcome:
+    status: str  # created | running | completed | failed | cancelled
+    stop_reason: str | None
+    text: str
+    letta_message_id: str | None
+
+
 # A cancel is sent when a turn already went wrong: it must not hold the caller up for long.
 CANCEL_TIMEOUT_SECONDS = 5.0
 
@@ -129,13 +140,14 @@ class LettaClient:
             raise translate(exc) from exc
         return LettaStream(response)
 
-    def turn_request(self, agent_id: str, content: str) -> httpx.Request:
-        """A token-streamed turn with keep-alive pings: letta-client's request for it, headers included."""
+    def turn_request(self, agent_id: str, content: str, otid: str) -> httpx.Request:
+        """A token-streamed turn with keep-alive pings: letta-client's request for it, headers included. ``otid``
+        (our stored message's id) stays on Letta's copy of the message: a turn is findable by it."""
         return self._http.build_request(
             "POST",
             f"{self.base_url}/v1/agents/{quote(agent_id, safe='')}/messages",
             json={
-                "messages": [{"role": "user", "content": content}],
+                "messages": [{"role": "user", "content": content, "otid": otid}],
                 "streaming": True,
                 "stream_tokens": True,
                 "include_pings": True,
@@ -143,6 +155,40 @@ class LettaClient:
             headers=self._sdk_headers,
             timeout=STREAM_TIMEOUT,
         )
+
+    async def run_of_message(self, agent_id: str, otid: str) -> str | None:
+        """The id of the run that took the user message sent with ``otid``; None when Letta has no such message
+        (never delivered, or its turn was cancelled: Letta keeps nothing of a cancelled turn)."""
+
+        async def find() -> str | None:
+            page = await self.sdk.agents.messages.list(agent_id, limit=100, order="desc")
+            for message in page.items:
+                if getattr(message, "otid", None) == otid and getattr(message, "message_type", "") == "user_message":
+                    run_id = getattr(message, "run_id", None)
+                    return str(run_id) if run_id else None
+            return None
+
+        return await self.call(find)
+
+    async def run_outcome(self, run_id: str) -> RunOutcome:
+        """What a run came to: Letta's status, its stop reason, and the reply text it stored."""
+
+        async def read() -> RunOutcome:
+            run = await self.sdk.runs.retrieve(run_id)
+            page = await self.sdk.runs.messages.list(run_id, limit=1000, order="asc")
+            text, message_id = [], None
+            for message in page.items:
+                if getattr(message, "message_type", "") == "assistant_message":
+                    text.append(text_of(getattr(message, "content", None)))
+                    message_id = getattr(message, "id", None)
+            return RunOutcome(
+                status=str(run.status or "running"),
+                stop_reason=str(run.stop_reason) if run.stop_reason else None,
+                text="".join(text),
+                letta_message_id=message_id,
+            )
+
+        return await self.call(read)
 
     async def run_usage(self, run_id: str) -> dict[str, int]:
         """Letta's token counts for a run: what a turn cost even when its stream broke before the totals."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -32,6 +33,15 @@ def translate(exc: Exception) -> UpstreamError:
         transport, httpx.ConnectTimeout
     )
     return UpstreamError.from_transport(SERVICE, exc, timed_out=timed_out)
+
+
+def text_of(content: Any) -> str:
+    """The text of a Letta message's content: a string, or a list of parts with ``text``."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(getattr(part, "text", "") or "" for part in content)
+    return ""
 
 
 class ToolCall(msgspec.Struct):
@@ -71,6 +81,26 @@ class LettaEvent(msgspec.Struct):
 _decode_event = msgspec.json.Decoder(LettaEvent).decode
 
 
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
+async def sse_lines(response: httpx.Response) -> AsyncIterator[str]:
+    """The body's lines as SSE defines them: ended by CR LF, LF or CR only. (httpx's ``aiter_lines`` also splits at
+    U+2028, U+0085 and the like, which JSON encoders leave raw inside strings: a delta holding one would be cut
+    in two and lost.)"""
+    pending = ""
+    async for text in response.aiter_text():
+        text = pending + text
+        # A CR at the end may be the first half of a CR LF: keep it for the next piece.
+        held = "\r" if text.endswith("\r") else ""
+        *lines, pending = _LINE_END.split(text.removesuffix(held))
+        pending += held
+        for line in lines:
+            yield line
+    if pending:
+        yield pending.removesuffix("\r")
+
+
 class LettaStream:
     """Letta's Server-Sent Events as ``LettaEvent``s, until ``data: [DONE]``.
 
@@ -80,7 +110,7 @@ class LettaStream:
 
     def __init__(self, response: httpx.Response) -> None:
         self._response = response
-        self._lines = response.aiter_lines()
+        self._lines = sse_lines(response)
         self._finished = False  # [DONE] was read
         self._closed = False
 

@@ -5,6 +5,7 @@ Shapes follow LiteLLM 1.106.2 (``litellm/proxy/management_endpoints/internal_use
 
 from __future__ import annotations
 
+from datetime import date, timedelta
 from typing import Any
 
 import httpx
@@ -92,6 +93,19 @@ class LiteLLMClient:
         body = await self._request("GET", "/model/info")
         data = body.get("data") if isinstance(body, dict) else None
         return data if isinstance(data, list) else []
+
+    async def spend_logs(self, key_hash: str, start: date, end: date) -> list[dict[str, Any]]:
+        """``GET /spend/logs``: LiteLLM's per-request spend records of one key (its sha256, as LiteLLM stores
+        it, so the key itself is never in a URL) for the UTC days ``start`` to ``end``, both included."""
+        params = {
+            "api_key": key_hash,
+            "start_date": start.isoformat(),
+            # LiteLLM reads end_date as that day's midnight: the day after includes the whole of ``end``.
+            "end_date": (end + timedelta(days=1)).isoformat(),
+            "summarize": "false",
+        }
+        body = await self._request("GET", "/spend/logs", params=params)
+        return [row for row in body if isinstance(row, dict)] if isinstance(body, list) else []
 
     async def health(self) -> dict[str, Any]:
         return await probe(self._http, f"{self.base_url}/health/liveliness", SERVICE)

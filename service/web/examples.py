@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from service.billing.budgets import Budget
+
 USER_ID = "6f1c2d9e-1b7a-4c1e-9a55-0d4b5a3b2c10"
 AGENT_ID = "agent-0d8e4b1c-5a3f-4c6e-9b2a-7f1e3d5c9a10"
 PROFILE_EXAMPLE = {
@@ -27,6 +29,7 @@ MESSAGE_EXAMPLE = {
     "completion_tokens": 14,
     "tokens_used": 826,
     "cost": "0.00013020",
+    "cost_final": True,
     "model": "gpt-4o-mini",
     "created_at": "2026-11-21T10:15:02Z",
 }
@@ -116,3 +119,4 @@ AUTH_SESSION_EXAMPLE: dict[str, Any] = {
     "refresh_token": "v2ns4xb6jzqa",
     "user": AUTH_USER_EXAMPLE,
 }
+EXHAUSTED_BUDGET = Budget(spend=10.0123, max_budget=10.0, budget_duration="30d", budget_reset_at="2026-12-01T00:00:00Z")

@@ -16,6 +16,7 @@ from litestar import Request, Response
 from litestar.exceptions import ClientException, HTTPException, ValidationException
 from litestar.types import ExceptionHandlersMap
 
+from service.db import DATABASE_UNAVAILABLE
 from service.errors import DomainError
 from service.web.request_context import ensure_request_id
 
@@ -46,7 +47,12 @@ ERRORS: dict[str, ErrorSpec] = {
     # Chat turns (also the codes of in-stream `error` events)
     "invalid_message": ErrorSpec(422, _PHRASE[422], "the message is not valid"),
     "message_too_large": ErrorSpec(413, _PHRASE[413], "the message is too large"),
-    "turn_in_progress": ErrorSpec(409, "Turn In Progress", "a reply is still being written; wait for it or cancel it"),
+    "turn_in_progress": ErrorSpec(
+        409,
+        "Turn In Progress",
+        "a reply is still being written; wait for it to finish, or stop it with POST /api/v1/chat/cancel "
+        '(or {"type": "cancel"} over the WebSocket)',
+    ),
     "invalid_cursor": ErrorSpec(400, _PHRASE[400], "before is not a cursor returned by this endpoint"),
     "no_turn": ErrorSpec(404, _PHRASE[404], "no reply is being written right now"),
     "rate_limited": ErrorSpec(429, _PHRASE[429], "too many requests; retry later"),
@@ -64,6 +70,9 @@ ERRORS: dict[str, ErrorSpec] = {
     "agent_error": ErrorSpec(502, "Agent Error", "the assistant could not finish the reply"),
     "storage_failed": ErrorSpec(502, "Storage Failed", "the reply could not be saved"),
     "internal": ErrorSpec(500, _PHRASE[500], "an unexpected error occurred; please retry"),
+    "database_unavailable": ErrorSpec(
+        503, _PHRASE[503], "the service cannot reach its database right now; please retry", retry_after=5
+    ),
     # Agent memory
     "memory_too_long": ErrorSpec(422, _PHRASE[422], "the memory block is longer than its limit"),
     # Billing
@@ -160,6 +169,9 @@ def problem_body(
 
 def _problem_response(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     headers: dict[str, str] = {}
+    if isinstance(exc, DATABASE_UNAVAILABLE):
+        logger.warning("database unavailable", extra={"path": request.url.path, "error": repr(exc)})
+        exc = DomainError("database_unavailable")
     if isinstance(exc, DomainError):
         exc = ProblemError.of(exc)
     if isinstance(exc, ProblemError):

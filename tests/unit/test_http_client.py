@@ -14,6 +14,8 @@ from service.clients.errors import UpstreamError
 from service.clients.http import http_client
 from service.clients.letta import LettaClient
 
+OTID = "0c4d2e1f-0000-4000-8000-000000000003"  # the stored user message id a turn carries
+
 Behaviour = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 OK = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok"
 
@@ -99,7 +101,7 @@ async def test_a_body_cut_short_is_a_read_error(http: httpx.AsyncClient, serve) 
 async def test_letta_unreachable_is_a_connection_error_not_a_timeout(http: httpx.AsyncClient) -> None:
     letta = LettaClient(http, f"http://127.0.0.1:{unused_port()}", None)
     with pytest.raises(UpstreamError) as caught:
-        await letta.open_stream(letta.turn_request("agent-x", "hi"))
+        await letta.open_stream(letta.turn_request("agent-x", "hi", OTID))
     assert caught.value.transient is True
     assert caught.value.timed_out is False  # nothing reached Letta: safe to retry (a 503, not a 504)
     assert "ConnectError" in str(caught.value) and "Timeout" not in str(caught.value)

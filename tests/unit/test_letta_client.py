@@ -13,7 +13,7 @@ import asyncio
 import json
 import re
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -26,6 +26,8 @@ from service.clients.errors import UpstreamError
 from service.clients.letta import LettaClient
 from service.clients.letta_stream import LettaStream
 from service.clients.retry import with_retries
+
+OTID = "0c4d2e1f-0000-4000-8000-000000000003"  # the stored user message id a turn carries
 
 BASE = "http://letta.test:8283"
 LITELLM_V1 = "http://litellm.test:4000/v1"
@@ -187,14 +189,6 @@ def _no_letta_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-@pytest.fixture(scope="module")
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    # One client for the module: building one loads the CA bundle (~80 ms). pytest-httpx patches the
-    # transport class, so each test's httpx_mock still sees every request.
-    async with httpx.AsyncClient() as client:
-        yield client
-
-
 @pytest.fixture
 def letta(http: httpx.AsyncClient) -> LettaClient:
     return LettaClient(http, BASE + "/", None)
@@ -227,7 +221,7 @@ async def test_token_is_sent_as_bearer(http: httpx.AsyncClient, httpx_mock: HTTP
     letta = LettaClient(http, BASE, "letta-server-password")
 
     await letta.get_provider(PROVIDER)
-    await collect(await letta.open_stream(letta.turn_request(AGENT, "hi")))  # the one call made without the SDK
+    await collect(await letta.open_stream(letta.turn_request(AGENT, "hi", OTID)))  # the one call made without the SDK
 
     assert [r.headers["authorization"] for r in httpx_mock.get_requests()] == ["Bearer letta-server-password"] * 2
 
@@ -486,7 +480,7 @@ async def test_transport_failures_are_transient(letta: LettaClient, httpx_mock: 
 async def test_a_connect_timeout_never_reached_letta(letta: LettaClient, httpx_mock: HTTPXMock) -> None:
     httpx_mock.add_exception(httpx.ConnectTimeout("slow connect"), url=STREAM_URL)
     with pytest.raises(UpstreamError) as caught:
-        await letta.open_stream(letta.turn_request(AGENT, "hi"))
+        await letta.open_stream(letta.turn_request(AGENT, "hi", OTID))
     assert caught.value.transient is True and caught.value.timed_out is False
 
 
@@ -533,14 +527,14 @@ async def test_with_retries_does_not_retry_a_rejected_create(letta: LettaClient,
 async def test_open_stream_request(letta: LettaClient, httpx_mock: HTTPXMock) -> None:
     sse_response(httpx_mock, [data(END_TURN), data("[DONE]")])
 
-    stream = await letta.open_stream(letta.turn_request(AGENT, "Hello there"))
+    stream = await letta.open_stream(letta.turn_request(AGENT, "Hello there", OTID))
     await collect(stream)
 
     request = only_request(httpx_mock)
     assert request.method == "POST"
     assert request.url.path == f"/v1/agents/{AGENT}/messages"
     assert json.loads(request.content) == {
-        "messages": [{"role": "user", "content": "Hello there"}],
+        "messages": [{"role": "user", "content": "Hello there", "otid": OTID}],
         "streaming": True,
         "stream_tokens": True,
         "include_pings": True,
@@ -556,7 +550,7 @@ async def test_stream_parses_a_letta_turn_into_typed_events(letta: LettaClient, 
     body = b"".join(data(event) for event in events)
     sse_response(httpx_mock, rechunk(body, 37))  # events split across network chunks
 
-    events = await collect(await letta.open_stream(letta.turn_request(AGENT, "Remember I like tea")))
+    events = await collect(await letta.open_stream(letta.turn_request(AGENT, "Remember I like tea", OTID)))
 
     assert [e.message_type for e in events] == [
         "ping",
@@ -584,7 +578,7 @@ async def test_stream_parses_a_letta_turn_into_typed_events(letta: LettaClient, 
 async def test_events_after_done_are_ignored(letta: LettaClient, httpx_mock: HTTPXMock) -> None:
     sse_response(httpx_mock, [data(TOKENS[0]), data("[DONE]"), data(TOKENS[1])])
 
-    events = await collect(await letta.open_stream(letta.turn_request(AGENT, "hi")))
+    events = await collect(await letta.open_stream(letta.turn_request(AGENT, "hi", OTID)))
 
     assert [e.content for e in events] == ["Hel"]
 
@@ -617,7 +611,7 @@ async def test_a_turn_ends_at_done_and_the_connection_is_reused(http: httpx.Asyn
     try:
         for _ in range(3):
             end_body.clear()
-            stream = await letta.open_stream(letta.turn_request(AGENT, "hi"))
+            stream = await letta.open_stream(letta.turn_request(AGENT, "hi", OTID))
             assert [e.message_type for e in await collect(stream)] == ["assistant_message", "stop_reason"]
             await stream.close()  # returns although the body has not ended
             await stream.close()  # a cancel and the turn's clean-up may both close it: one drain
@@ -636,7 +630,7 @@ async def test_stream_error_event_raises_upstream_error(letta: LettaClient, http
     sse_response(
         httpx_mock, [data(PING), data(TOKENS[0]), data(LLM_API_ERROR), error_event(ERROR_MESSAGE), data("[DONE]")]
     )
-    stream = await letta.open_stream(letta.turn_request(AGENT, "hi"))
+    stream = await letta.open_stream(letta.turn_request(AGENT, "hi", OTID))
     seen: list[Any] = []
 
     with pytest.raises(UpstreamError) as caught:
@@ -657,7 +651,7 @@ async def test_stream_internal_error_event_raises(letta: LettaClient, httpx_mock
     # Letta's StreamingResponseWithStatusCode once the response has started (streaming_response.py).
     crash = {"error": "Stream was terminated due to unexpected cancellation", "code": "INTERNAL_SERVER_ERROR"}
     sse_response(httpx_mock, [data(TOKENS[0]), error_event(crash)])
-    stream = await letta.open_stream(letta.turn_request(AGENT, "hi"))
+    stream = await letta.open_stream(letta.turn_request(AGENT, "hi", OTID))
 
     with pytest.raises(UpstreamError) as caught:
         await collect(stream)
@@ -670,7 +664,7 @@ async def test_data_only_error_message_is_a_typed_event(letta: LettaClient, http
     # Without an `event: error` line nothing is raised: the error arrives as an event to act on.
     sse_response(httpx_mock, [data(ERROR_MESSAGE), data(LLM_API_ERROR), data("[DONE]")])
 
-    events = await collect(await letta.open_stream(letta.turn_request(AGENT, "hi")))
+    events = await collect(await letta.open_stream(letta.turn_request(AGENT, "hi", OTID)))
 
     assert events[0].message_type == "error_message"
     assert events[0].error_type == "llm_error"
@@ -685,7 +679,7 @@ async def test_connection_lost_mid_stream_is_transient(letta: LettaClient, httpx
         raise httpx.RemoteProtocolError("peer closed connection without sending complete message body")
 
     sse_response(httpx_mock, chunks())
-    stream = await letta.open_stream(letta.turn_request(AGENT, "hi"))
+    stream = await letta.open_stream(letta.turn_request(AGENT, "hi", OTID))
     seen: list[Any] = []
 
     with pytest.raises(UpstreamError) as caught:
@@ -705,7 +699,7 @@ async def test_open_stream_rejected_before_streaming(
     httpx_mock.add_response(method="POST", url=STREAM_URL, status_code=status, json={"detail": "Agent not found"})
 
     with pytest.raises(UpstreamError) as caught:
-        await letta.open_stream(letta.turn_request(AGENT, "hi"))
+        await letta.open_stream(letta.turn_request(AGENT, "hi", OTID))
 
     assert caught.value.status == status
     assert caught.value.transient is transient
@@ -713,7 +707,7 @@ async def test_open_stream_rejected_before_streaming(
 
 async def test_close_ends_the_stream(letta: LettaClient, httpx_mock: HTTPXMock) -> None:
     sse_response(httpx_mock, [data(TOKENS[0]), data(TOKENS[1]), data("[DONE]")])
-    stream = await letta.open_stream(letta.turn_request(AGENT, "hi"))
+    stream = await letta.open_stream(letta.turn_request(AGENT, "hi", OTID))
 
     await stream.close()
 
@@ -776,8 +770,23 @@ async def test_tool_calls_as_one_delta_and_unknown_shapes_do_not_end_the_stream(
     strange = {**TOKENS[0], "content": 42}  # a shape we do not know
     sse_response(httpx_mock, [data(delta_call), data(strange), data(TOKENS[1]), data("[DONE]")])
 
-    events = await collect(await letta.open_stream(letta.turn_request(AGENT, "hi")))
+    events = await collect(await letta.open_stream(letta.turn_request(AGENT, "hi", OTID)))
 
     assert [e.message_type for e in events] == ["tool_call_message", "assistant_message"]
     assert events[0].tool_calls.name == "memory_insert"
     assert events[1].content == TOKENS[1]["content"]
+
+
+@pytest.mark.parametrize("size", [1, 7, 4096])
+async def test_a_delta_holding_a_unicode_line_separator_is_kept_whole(
+    letta: LettaClient, httpx_mock: HTTPXMock, size: int
+) -> None:
+    """JSON leaves U+2028, U+2029 and U+0085 raw inside strings; only CR and LF end an SSE line."""
+    text = "one\u2028two\u2029three\x85four"
+    token = {**TOKENS[0], "content": text}
+    body = json.dumps(token, ensure_ascii=False, separators=(",", ":"))
+    sse_response(httpx_mock, rechunk(f"data: {body}\r\n\r\n".encode() + data(END_TURN) + data("[DONE]"), size))
+
+    events = await collect(await letta.open_stream(letta.turn_request(AGENT, "hi", OTID)))
+
+    assert [e.content for e in events if e.message_type == "assistant_message"] == [text]

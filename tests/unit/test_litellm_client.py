@@ -11,7 +11,7 @@ import asyncio
 import json
 import os
 import socket
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -24,6 +24,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # importing litel
 import litellm
 from litellm.proxy._types import (
     GenerateKeyResponse,
+    LiteLLM_SpendLogs,
     LiteLLM_UserTable,
     NewUserResponse,
     ProxyErrorTypes,
@@ -641,3 +642,59 @@ def test_cost_is_exact_decimal() -> None:
     assert prices.cost(0, 0) == 0
     # float arithmetic would not be exact here: 3 * 0.1 != 0.3
     assert Prices(Decimal("0.1"), Decimal("0")).cost(3, 0) == Decimal("0.3")
+
+
+# -- spend records (reconciliation) ----------------------------------------------------------------------
+
+
+def spend_log_row(request_id: str, spend: float, start: datetime) -> dict[str, Any]:
+    """A ``GET /spend/logs?summarize=false`` row, as LiteLLM 1.106.2 serialises a ``LiteLLM_SpendLogs``."""
+    row = LiteLLM_SpendLogs(
+        request_id=request_id,
+        api_key="88dc28d0f030c55ed4ab77ed8faf098196cb1c05df778539800c9f1243fe6b4b",
+        model="gpt-4o-mini",
+        call_type="acompletion",
+        spend=spend,
+        total_tokens=120,
+        prompt_tokens=100,
+        completion_tokens=20,
+        startTime=start,
+        endTime=start,
+        user="letta-user",
+        metadata="{}",
+        messages=None,
+        response=None,
+    )
+    return json.loads(row.model_dump_json())
+
+
+async def test_spend_logs_asks_for_one_keys_rows_by_its_hash_and_whole_days(
+    client: LiteLLMClient, httpx_mock: HTTPXMock
+) -> None:
+    start = datetime(2026, 11, 30, 6, 0, 1, 250000, tzinfo=UTC)
+    rows = [spend_log_row("chatcmpl-2", 0.0002, start), spend_log_row("chatcmpl-1", 0.0001, start)]
+    httpx_mock.add_response(method="GET", json=rows)
+
+    got = await client.spend_logs("ab" * 32, date(2026, 11, 29), date(2026, 11, 30))
+
+    assert [r["request_id"] for r in got] == ["chatcmpl-2", "chatcmpl-1"]
+    request = httpx_mock.get_request()
+    assert request is not None
+    assert_admin(request)
+    assert request.url.path == "/spend/logs"
+    # end_date is read as that day's midnight by LiteLLM: the day after covers the whole last day.
+    assert dict(request.url.params) == {
+        "api_key": "ab" * 32,
+        "start_date": "2026-11-29",
+        "end_date": "2026-12-01",
+        "summarize": "false",
+    }
+
+
+async def test_spend_logs_failure_is_an_upstream_error(client: LiteLLMClient, httpx_mock: HTTPXMock) -> None:
+    httpx_mock.add_response(method="GET", status_code=500, json=proxy_error(500, "db down"))
+
+    with pytest.raises(UpstreamError) as caught:
+        await client.spend_logs("ab" * 32, date(2026, 11, 29), date(2026, 11, 30))
+
+    assert caught.value.transient and caught.value.status == 500

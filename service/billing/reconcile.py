@@ -1,0 +1,172 @@
+"""Exact cost: what LiteLLM charged a user's key, turn by turn, replaces the estimate recorded at once.
+
+A turn's estimate (Letta's token counts x LiteLLM's prices) misses what Letta's run usage does not count:
+Letta's summarization/compaction calls (made with the user's key), and the calls of cancelled or broken
+turns. LiteLLM keeps a spend record per request (``GET /spend/logs``), written in batches; once a turn has
+settled (``COST_SETTLE_SECONDS`` after it ended), every replica's reconciler may:
+
+1. copy the user's new spend records into ``private.llm_charges`` (once each, by request id), each attributed
+   to the turn that was running when the call started: the user's latest turn started before it (one turn at
+   a time per user, so every call the user's key made between two turns belongs to the first of them);
+2. set each settled turn's cost to the sum of its charges, mark it final, and move the day's
+   ``usage_metrics.total_cost`` by the difference from the estimate.
+
+A charge that arrives after its turn was marked final is added to that turn and its day at once, so the sum
+recorded for a user always equals the sum LiteLLM charged: per-turn attribution can shift by a call when the
+two clocks disagree, the total cannot. Each step is one idempotent statement: replicas may run it together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import random
+import uuid
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+
+from service.billing.budgets import Billing
+from service.clients.errors import UpstreamError
+from service.clients.litellm import LiteLLMClient
+from service.db import DATABASE_UNAVAILABLE, Database
+from service.settings import Settings
+
+logger = logging.getLogger("service.billing.reconcile")
+
+# Users with a settled turn whose cost is still an estimate, and the start of their oldest such turn.
+_DUE_USERS = """
+    select c.user_id, min(u.created_at) as since, k.litellm_key
+    from public.messages c
+    join public.messages u on u.turn_id = c.turn_id and u.role = 'user'
+    join private.litellm_keys k on k.user_id = c.user_id
+    where c.cost_final = false and c.created_at < now() - make_interval(secs => $1)
+    group by c.user_id, k.litellm_key
+    order by min(u.created_at)
+    limit $2
+"""
+
+# LiteLLM's records in, once each, attributed to the user's turn running at the time; charges that land on a
+# turn already final are added to it and its day at once.
+_RECORD_CHARGES = """
+    with incoming as (
+        select * from unnest($2::text[], $3::numeric[], $4::integer[], $5::integer[], $6::text[], $7::timestamptz[])
+            as t(request_id, spend, prompt_tokens, completion_tokens, model, charged_at)
+    ),
+    inserted as (
+        insert into private.llm_charges (request_id, user_id, turn_id, spend, prompt_tokens, completion_tokens,
+            model, charged_at)
+        select i.request_id, $1,
+            (select m.turn_id from public.messages m
+             where m.user_id = $1 and m.role = 'user' and m.created_at <= i.charged_at
+             order by m.created_at desc limit 1),
+            i.spend, i.prompt_tokens, i.completion_tokens, i.model, i.charged_at
+        from incoming i
+        on conflict (request_id) do nothing
+        returning turn_id, spend
+    ),
+    late as (
+        update public.messages c set cost = coalesce(c.cost, 0) + x.spend
+        from (select turn_id, sum(spend) as spend from inserted group by turn_id) x
+        where c.turn_id = x.turn_id and c.cost_final = true
+        returning c.user_id, (c.created_at at time zone 'utc')::date as day, x.spend
+    ),
+    late_days as (
+        insert into public.usage_metrics (user_id, date, total_cost)
+        select user_id, day, sum(spend) from late group by user_id, day
+        on conflict (user_id, date) do update set total_cost = usage_metrics.total_cost + excluded.total_cost
+    )
+    select count(*) from inserted
+"""
+
+# Settled turns of a user: cost = the sum of their charges, final; the day's total moved by the difference.
+_FINALIZE = """
+    with due as (
+        select c.id, c.cost as estimate from public.messages c
+        where c.user_id = $1 and c.cost_final = false and c.created_at < now() - make_interval(secs => $2)
+        for update skip locked
+    ),
+    final as (
+        update public.messages c
+        set cost = coalesce((select sum(ch.spend) from private.llm_charges ch where ch.turn_id = c.turn_id), 0),
+            cost_final = true
+        from due where c.id = due.id
+        returning c.user_id, (c.created_at at time zone 'utc')::date as day, c.cost - coalesce(due.estimate, 0) as delta
+    ),
+    days as (
+        insert into public.usage_metrics (user_id, date, total_cost)
+        select user_id, day, sum(delta) from final group by user_id, day
+        on conflict (user_id, date) do update set total_cost = usage_metrics.total_cost + excluded.total_cost
+    )
+    select count(*) as turns, coalesce(sum(delta), 0) as delta from final
+"""
+
+
+# What may fail one pass without ending the loop (the next pass tries again).
+_PASS_FAILURES: tuple[type[BaseException], ...] = (asyncpg.PostgresError, UpstreamError, *DATABASE_UNAVAILABLE)
+
+
+def key_hash(key: str) -> str:
+    """How LiteLLM stores a key (and filters spend records by it): sha256, hex."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _charge(row: dict[str, Any]) -> tuple[str, Decimal, int | None, int | None, str | None, datetime] | None:
+    request_id, started = row.get("request_id"), row.get("startTime")
+    if not isinstance(request_id, str) or not isinstance(started, str):
+        return None
+    charged_at = datetime.fromisoformat(started.replace("Z", "+00:00"))
+    if charged_at.tzinfo is None:
+        charged_at = charged_at.replace(tzinfo=UTC)  # LiteLLM writes UTC
+    spend = Decimal(str(row.get("spend") or 0))
+    prompt, completion = row.get("prompt_tokens"), row.get("completion_tokens")
+    return request_id, spend, prompt, completion, row.get("model"), charged_at
+
+
+class CostReconciler:
+    def __init__(self, db: Database, litellm: LiteLLMClient, billing: Billing, settings: Settings) -> None:
+        self.db = db
+        self.litellm = litellm
+        self.billing = billing
+        self.settings = settings
+
+    async def reconcile_once(self, batch: int = 20) -> int:
+        """Reconcile up to ``batch`` users' settled turns; returns how many turns became final."""
+        finalized = 0
+        for row in await self.db.fetch(_DUE_USERS, self.settings.cost_settle_seconds, batch):
+            finalized += await self.reconcile_user(row["user_id"], row["litellm_key"], row["since"])
+        return finalized
+
+    async def reconcile_user(self, user_id: uuid.UUID, key: str, since: datetime) -> int:
+        records = await self.litellm.spend_logs(
+            key_hash(key), (since - timedelta(days=1)).date(), datetime.now(UTC).date()
+        )
+        charges = [c for c in (_charge(r) for r in records) if c is not None and c[5] >= since - timedelta(minutes=5)]
+        if charges:
+            columns = list(zip(*charges, strict=True))
+            await self.db.fetchval(_RECORD_CHARGES, user_id, *[list(column) for column in columns])
+        result = await self.db.fetchrow(_FINALIZE, user_id, self.settings.cost_settle_seconds)
+        assert result is not None
+        if result["delta"]:
+            # What the estimates missed (summarization, broken calls) counts against the cached budget now.
+            self.billing.add_spend(str(user_id), float(result["delta"]))
+        if result["turns"]:
+            logger.info(
+                "turn costs reconciled",
+                extra={"user_id": str(user_id), "turns": result["turns"], "delta": str(result["delta"])},
+            )
+        return int(result["turns"])
+
+    async def run(self, stop: asyncio.Event) -> None:
+        interval = self.settings.cost_reconcile_interval_seconds
+        while not stop.is_set():
+            try:
+                await self.reconcile_once()
+            except _PASS_FAILURES as exc:
+                logger.warning("cost reconciliation pass failed", extra={"error": repr(exc)})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval * random.uniform(0.8, 1.2))  # noqa: S311
