@@ -1,12 +1,11 @@
-"""``python -m service``: run the API with uvicorn on HOST:PORT."""
+"""``python -m service``: run the API with uvicorn on HOST:PORT, with the server limits of ``service.web.server``."""
 
 from __future__ import annotations
 
 import sys
 
-import uvicorn
-
 from service.settings import SettingsError, get_settings
+from service.web.server import run
 
 
 def main() -> None:
@@ -15,16 +14,7 @@ def main() -> None:
     except SettingsError as exc:
         print(exc, file=sys.stderr)
         raise SystemExit(2) from None
-    uvicorn.run(
-        "service.app:create_app",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        proxy_headers=True,
-        ws_ping_interval=20,
-        ws_ping_timeout=20,
-    )
+    run(settings)
 
 
 if __name__ == "__main__":
