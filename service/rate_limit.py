@@ -1,10 +1,15 @@
-"""Per-user rate limits that hold across every service replica.
+"""Rate limits that hold across every service replica: per user, and per anonymous subject (an IP, an email).
 
 The state lives in Postgres (``private.rate_limit_hit``, migration ``20261121000300_rate_limits``):
 one GCRA timestamp per (user, bucket), decided in a single ``insert ... on conflict do update``, so
 any number of replicas and connections share one exact budget. A bucket configured as ``(L, W)``
 admits a burst of at most L hits and, after that, at most L per W seconds on average; a refused
 hit learns exactly when the next one will be admitted (``Retry-After``).
+
+Callers who are not signed in (the auth pass-through) are counted the same way by ``hit_key``
+(``private.rate_limit_hit_key``, migration ``20261130000100_client_rate_limits``), under a
+``subject_key``: an HMAC of the IP or email, never the value itself. That table deletes its expired
+rows as it goes, so it holds about the subjects seen within their window.
 
 Fail-open: if the database cannot answer (unreachable, pool exhausted past ``timeout_seconds``,
 migration missing), the hit is ADMITTED and a warning is logged (at most every 30 s). A rate limit
@@ -18,6 +23,8 @@ Usage::
 
     decision = await check_rate_limit(limiter, principal, MEMORY_BUCKET)  # the decision, without raising
 
+    decision = await limiter.hit_key(subject_key(secret, "ip", "203.0.113.7"), "auth.login.ip")  # anonymous
+
 Chat turns (SSE, JSON and WebSocket) record their hit inside the one statement that starts a turn
 (``service.chat.store``), with ``limit_of`` and ``decision`` from here: that hit is on the path to the first
 token, and it is not fail-open (a turn needs the database anyway).
@@ -26,6 +33,8 @@ token, and it is not fail-open (a turn needs the database anyway).
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
 import re
 import time
@@ -50,11 +59,23 @@ CHAT_BUCKET = "chat"
 MEMORY_BUCKET = "memory"
 
 _HIT_SQL = "select allowed, remaining, retry_after_seconds from private.rate_limit_hit($1, $2, $3, $4)"
+_HIT_KEY_SQL = "select allowed, remaining, retry_after_seconds from private.rate_limit_hit_key($1, $2, $3, $4)"
 # Errors that mean "the limiter cannot answer", not "the caller did something wrong": fail open on them.
 _UNAVAILABLE: tuple[type[BaseException], ...] = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 _WARN_EVERY_SECONDS = 30.0
 # The same pattern the table's check constraint enforces.
 _BUCKET_NAME = re.compile(r"^[a-z0-9_.:-]{1,64}$")
+# What private.rate_limit_key_counters accepts as a key: a SHA-256 digest in hex (see subject_key).
+_SUBJECT_KEY = re.compile(r"^[0-9a-f]{64}$")
+
+
+def subject_key(secret: bytes, kind: str, value: str) -> str:
+    """The key ``hit_key`` counts an anonymous subject under: HMAC-SHA256(secret, kind + value) in hex.
+
+    Never the value itself: the table holds no IP or email address, and without ``secret`` its keys cannot be
+    checked against a list of guessed addresses. ``kind`` ("ip", "email") keeps two kinds of subject apart.
+    """
+    return hmac.new(secret, f"{kind}\x00{value}".encode(), hashlib.sha256).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,8 +111,15 @@ class RateLimiter(Protocol):
     async def hit(self, user_id: uuid.UUID, bucket: str) -> RateDecision: ...
 
 
+class KeyedRateLimiter(Protocol):
+    """Limits for subjects that are not users (a client IP, an email address), by ``subject_key``."""
+
+    async def hit_key(self, key: str, bucket: str) -> RateDecision: ...
+
+
 class PostgresRateLimiter:
-    """GCRA limits in Postgres, exact across replicas; fails open (see the module docstring)."""
+    """GCRA limits in Postgres, exact across replicas; fails open (see the module docstring). Per user
+    (``hit``) and per anonymous subject (``hit_key``), with the same buckets and semantics."""
 
     def __init__(
         self,
@@ -132,14 +160,28 @@ class PostgresRateLimiter:
         )
 
     async def hit(self, user_id: uuid.UUID, bucket: str) -> RateDecision:
+        try:
+            return await self._hit(_HIT_SQL, user_id, bucket)
+        except asyncpg.ForeignKeyViolationError:
+            # The user was deleted but still holds a valid token; nothing of theirs will work anyway.
+            limit, window = self.limit_of(bucket)
+            return RateDecision(True, bucket, limit, window, limit, 0, enforced=False)
+
+    async def hit_key(self, key: str, bucket: str) -> RateDecision:
+        """One hit for an anonymous subject, ``key`` being its ``subject_key``."""
+        if not _SUBJECT_KEY.fullmatch(key):
+            # A raw IP or email here is a programming error (a 500), and the table would refuse it anyway.
+            raise ValueError("rate limit key must be a subject_key() digest")
+        return await self._hit(_HIT_KEY_SQL, key, bucket)
+
+    async def _hit(self, sql: str, subject: uuid.UUID | str, bucket: str) -> RateDecision:
         limit, window = self.limit_of(bucket)
         try:
             # Bounds the wait for a pooled connection too: a saturated pool must not stall every request.
             async with asyncio.timeout(self._timeout):
-                row = await self._pool.fetchrow(_HIT_SQL, user_id, bucket, limit, window)
+                row = await self._pool.fetchrow(sql, subject, bucket, limit, window)
         except asyncpg.ForeignKeyViolationError:
-            # The user was deleted but still holds a valid token; nothing of theirs will work anyway.
-            return RateDecision(True, bucket, limit, window, limit, 0, enforced=False)
+            raise
         except _UNAVAILABLE as exc:
             self._warn(bucket, exc)
             return RateDecision(True, bucket, limit, window, limit, 0, enforced=False)
@@ -190,9 +232,11 @@ def rate_limit(bucket: str) -> Guard:
 __all__ = [
     "CHAT_BUCKET",
     "MEMORY_BUCKET",
+    "KeyedRateLimiter",
     "PostgresRateLimiter",
     "RateDecision",
     "RateLimiter",
     "check_rate_limit",
     "rate_limit",
+    "subject_key",
 ]

@@ -4,6 +4,10 @@ GoTrue's bodies below are the documented ones: the token response (``AccessToken
 that ``/signup`` returns while email confirmation is pending, and its three error shapes — the API version
 2024-01-01 one (``{"code": "<error code>", "message"}``, which supabase_auth asks for), the older
 ``{"code": <status>, "error_code", "msg"}`` and OAuth's ``{"error", "error_description"}``.
+
+The limits per client IP and per email are counted here by an in-memory limiter with the same interface as the
+Postgres one (tests/integration/test_rate_limit.py runs the real one); the peer address of a request is what its
+``X-Test-Peer`` header says.
 """
 
 from __future__ import annotations
@@ -20,14 +24,26 @@ from typing import Any
 import httpx
 import pytest
 from litestar import Litestar
+from litestar.middleware import ASGIMiddleware
 from litestar.testing import AsyncTestClient
+from litestar.types import ASGIApp, Receive, Scope, Send
 from pytest_httpx import HTTPXMock
 
-from service.auth.passthrough.controller import NOT_CONFIGURED, UNREACHABLE, AuthPassthroughController
+from service.auth.passthrough.controller import UNREACHABLE, AuthPassthroughController
 from service.auth.passthrough.gotrue import RequestScopedGoTrue
+from service.auth.passthrough.service import (
+    LOGIN_PER_EMAIL,
+    LOGIN_PER_IP,
+    REFRESH_PER_IP,
+    REGISTER_PER_EMAIL,
+    REGISTER_PER_IP,
+    AuthPassthrough,
+    bucket_limits,
+)
 from service.clients.errors import UpstreamError
 from service.clients.supabase_admin import delete_auth_user
-from service.settings import load_settings
+from service.rate_limit import RateDecision
+from service.settings import SettingsError, load_settings
 from service.web.problems import PROBLEM_JSON, exception_handlers
 from service.wiring import DEPENDENCIES
 
@@ -43,7 +59,11 @@ ENV = {
     "LITELLM_MASTER_KEY": "sk-master-test",
     "SUPABASE_ANON_KEY": ANON_KEY,
     "SUPABASE_SERVICE_KEY": SERVICE_KEY,
+    "AUTH_PASSTHROUGH_ENABLED": "true",
 }
+SECRET_KEY = "sb_secret_0123456789abcdefghijklmnop"
+# Forwarding the client's IP: the calls are made with the secret key.
+FORWARD_ENV = {**ENV, "AUTH_PASSTHROUGH_FORWARD_IP": "true", "SUPABASE_SERVICE_KEY": SECRET_KEY}
 
 EMAIL = "ada@example.com"
 PASSWORD = "correct horse battery staple"
@@ -108,20 +128,51 @@ REFRESHED = {**TOKEN_RESPONSE, "refresh_token": NEW_REFRESH_TOKEN}
 META_SECURITY = {"gotrue_meta_security": {"captcha_token": None}}
 
 
-def build_app(env: dict[str, str] | None = None) -> Litestar:
+class MemoryLimiter:
+    """``PostgresRateLimiter.hit_key`` in memory: a bucket of (limit, window) admits ``limit`` hits per key; a
+    refused one is told to wait one emission interval. Every hit is recorded as (bucket, key)."""
+
+    def __init__(self, limits: dict[str, tuple[int, int]]) -> None:
+        self.limits = limits
+        self.hits: list[tuple[str, str]] = []
+
+    async def hit_key(self, key: str, bucket: str) -> RateDecision:
+        limit, window = self.limits[bucket]
+        self.hits.append((bucket, key))
+        used = self.hits.count((bucket, key))
+        allowed = used <= limit
+        return RateDecision(allowed, bucket, limit, window, max(0, limit - used), 0 if allowed else window // limit)
+
+
+class PeerFromHeader(ASGIMiddleware):
+    """Sets the connection's peer address to the request's ``X-Test-Peer`` (the test client's is "testclient")."""
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        peer = dict(scope["headers"]).get(b"x-test-peer")
+        if peer:
+            scope["client"] = (peer.decode(), 50000)
+        await next_app(scope, receive, send)
+
+
+def build_app(env: dict[str, str] | None = None, limiter: MemoryLimiter | None = None) -> Litestar:
     settings = load_settings(env or ENV)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with httpx.AsyncClient(timeout=5.0) as http:
-            # The two services the pass-through uses, where the wiring's providers look for them.
-            app.state.services = SimpleNamespace(settings=settings, http=http)
+            # The two services the pass-through uses, where the wiring's providers look for them, and its limits
+            # over an in-memory limiter instead of the database.
+            passthrough = None
+            if settings.auth_passthrough_enabled:
+                passthrough = AuthPassthrough.from_settings(settings, limiter or MemoryLimiter(bucket_limits(settings)))
+            app.state.services = SimpleNamespace(settings=settings, http=http, passthrough=passthrough)
             yield
 
     return Litestar(
         route_handlers=[AuthPassthroughController],
         dependencies=DEPENDENCIES,
         exception_handlers=exception_handlers,
+        middleware=[PeerFromHeader()],
         lifespan=[lifespan],
         logging_config=None,
     )
@@ -501,12 +552,68 @@ async def test_an_unreadable_success_is_502(client: AsyncTestClient[Litestar], h
 # --- configuration and input bounds: refused before any call to Supabase ----------------------------------
 
 
-async def test_without_anon_key_the_pass_through_is_503(httpx_mock: HTTPXMock) -> None:
-    env = {k: v for k, v in ENV.items() if k != "SUPABASE_ANON_KEY"}
+@pytest.mark.parametrize("enabled", [None, "false"])
+async def test_the_pass_through_is_off_by_default_and_answers_404(httpx_mock: HTTPXMock, enabled: str | None) -> None:
+    env = {k: v for k, v in ENV.items() if k not in ("AUTH_PASSTHROUGH_ENABLED", "SUPABASE_ANON_KEY")}
+    if enabled is not None:
+        env["AUTH_PASSTHROUGH_ENABLED"] = enabled
     async with AsyncTestClient(app=build_app(env)) as client:
         for path, _, payload in (LOGIN, REGISTER, REFRESH):
-            assert_problem(await client.post(path, json=payload), 503, NOT_CONFIGURED)
+            problem = assert_problem(await client.post(path, json=payload), 404)
+            assert problem["code"] == "auth_passthrough_disabled"
+            assert "Supabase Auth directly" in problem["detail"]
     assert httpx_mock.get_requests() == []
+
+
+@pytest.mark.parametrize(
+    ("env", "problem"),
+    [
+        pytest.param(
+            {k: v for k, v in ENV.items() if k != "SUPABASE_ANON_KEY"},
+            "AUTH_PASSTHROUGH_ENABLED is on: set SUPABASE_ANON_KEY (the publishable or anon key)",
+            id="enabled-without-anon-key",
+        ),
+        pytest.param(
+            {**{k: v for k, v in FORWARD_ENV.items() if k != "SUPABASE_SERVICE_KEY"}},
+            "AUTH_PASSTHROUGH_FORWARD_IP is on: set SUPABASE_SERVICE_KEY (a secret key, sb_secret_)",
+            id="forwarding-without-a-key",
+        ),
+        pytest.param(
+            {**FORWARD_ENV, "SUPABASE_SERVICE_KEY": "eyJhbGciOiJIUzI1NiJ9.legacy-service-role"},
+            "AUTH_PASSTHROUGH_FORWARD_IP is on but SUPABASE_SERVICE_KEY is not a secret key (sb_secret_...): "
+            "Supabase ignores Sb-Forwarded-For with any other key",
+            id="forwarding-with-a-legacy-key-on-supabase-co",
+        ),
+        pytest.param(
+            {**ENV, "TRUSTED_PROXIES": "10.0.0.0/8, proxy.internal"},
+            "TRUSTED_PROXIES: 'proxy.internal' does not appear to be an IPv4 or IPv6 network",
+            id="trusted-proxy-not-an-address",
+        ),
+    ],
+)
+def test_a_pass_through_that_cannot_work_is_a_settings_problem(env: dict[str, str], problem: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(env)
+    assert caught.value.problems == [problem]
+    assert SECRET_KEY not in str(caught.value)
+
+
+def test_pass_through_settings_and_their_defaults() -> None:
+    off = load_settings({k: v for k, v in ENV.items() if k not in ("AUTH_PASSTHROUGH_ENABLED", "SUPABASE_ANON_KEY")})
+    assert off.auth_passthrough_enabled is False and off.auth_passthrough_forward_ip is False
+    assert off.trusted_proxies == []
+    assert bucket_limits(off) == {
+        LOGIN_PER_IP: (60, 3600),
+        LOGIN_PER_EMAIL: (10, 3600),
+        REGISTER_PER_IP: (10, 3600),
+        REGISTER_PER_EMAIL: (5, 3600),
+        REFRESH_PER_IP: (300, 3600),
+    }
+    # Forwarding to a self-hosted Supabase Auth (not *.supabase.co) may use whatever key it accepts.
+    own = load_settings({**FORWARD_ENV, "SUPABASE_URL": "https://auth.example.org", "SUPABASE_SERVICE_KEY": "jwt"})
+    assert own.auth_passthrough_forward_ip is True
+    proxies = load_settings({**ENV, "TRUSTED_PROXIES": " 10.0.0.0/8 ,192.0.2.7, 2001:db8::/32,"}).trusted_proxies
+    assert proxies == ["10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32"]
 
 
 @pytest.mark.parametrize(
@@ -566,6 +673,235 @@ async def test_password_of_exactly_72_bytes_is_accepted(
     assert json.loads(sent(httpx_mock).content)["password"] == password
 
 
+# --- the client's IP, forwarded to Supabase Auth; captcha tokens -----------------------------------------------
+
+
+@pytest.mark.parametrize("call", [LOGIN, REGISTER, REFRESH], ids=["login", "register", "refresh"])
+async def test_forwarding_sends_the_client_ip_with_the_secret_key(
+    httpx_mock: HTTPXMock, call: tuple[str, str, dict[str, Any]]
+) -> None:
+    path, upstream, payload = call
+    httpx_mock.add_response(method="POST", url=upstream, json=TOKEN_RESPONSE)
+    async with AsyncTestClient(app=build_app(FORWARD_ENV)) as client:
+        response = await client.post(path, json=payload, headers={"X-Test-Peer": "203.0.113.7"})
+
+    assert response.status_code == 200, response.text
+    request = sent(httpx_mock)
+    # What Supabase Auth honours from a trusted server: Sb-Forwarded-For, on a request made with a secret key.
+    assert request.headers["sb-forwarded-for"] == "203.0.113.7"
+    assert request.headers["apikey"] == SECRET_KEY
+    assert "authorization" not in request.headers
+    assert "x-forwarded-for" not in request.headers
+
+
+async def test_without_forwarding_no_client_ip_is_sent_and_the_anon_key_is_used(httpx_mock: HTTPXMock) -> None:
+    httpx_mock.add_response(method="POST", url=f"{AUTH}/token?grant_type=password", json=TOKEN_RESPONSE)
+    async with AsyncTestClient(app=build_app()) as client:
+        response = await client.post(
+            "/api/v1/auth/login", json={"email": EMAIL, "password": PASSWORD}, headers={"X-Test-Peer": "203.0.113.7"}
+        )
+    assert response.status_code == 200
+    request = sent(httpx_mock)
+    assert "sb-forwarded-for" not in request.headers
+    assert request.headers["apikey"] == ANON_KEY
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded_for", "trusted", "client_ip"),
+    [
+        pytest.param("203.0.113.7", "198.51.100.1", "", "203.0.113.7", id="no-trusted-proxy-the-header-is-ignored"),
+        pytest.param("203.0.113.7", "198.51.100.1", "10.0.0.0/8", "203.0.113.7", id="peer-not-a-trusted-proxy"),
+        pytest.param("10.0.0.5", "198.51.100.1", "10.0.0.0/8", "198.51.100.1", id="from-a-trusted-proxy"),
+        pytest.param(
+            "10.0.0.5", "1.2.3.4, 198.51.100.1, 10.0.0.9", "10.0.0.0/8", "198.51.100.1", id="spoofed-left-part-skipped"
+        ),
+        pytest.param("10.0.0.5", None, "10.0.0.0/8", "10.0.0.5", id="trusted-proxy-without-the-header"),
+        pytest.param("::ffff:203.0.113.7", None, "", "203.0.113.7", id="ipv4-mapped-peer"),
+    ],
+)
+async def test_the_forwarded_ip_follows_the_trusted_proxy_rule(
+    httpx_mock: HTTPXMock, peer: str, forwarded_for: str | None, trusted: str, client_ip: str
+) -> None:
+    httpx_mock.add_response(method="POST", url=f"{AUTH}/token?grant_type=password", json=TOKEN_RESPONSE)
+    headers = {"X-Test-Peer": peer, **({"X-Forwarded-For": forwarded_for} if forwarded_for else {})}
+    async with AsyncTestClient(app=build_app({**FORWARD_ENV, "TRUSTED_PROXIES": trusted})) as client:
+        response = await client.post("/api/v1/auth/login", json={"email": EMAIL, "password": PASSWORD}, headers=headers)
+    assert response.status_code == 200, response.text
+    assert sent(httpx_mock).headers["sb-forwarded-for"] == client_ip
+
+
+async def test_a_peer_that_is_not_an_ip_is_not_forwarded(httpx_mock: HTTPXMock) -> None:
+    # The test client's own peer is "testclient": nothing Supabase could use, so no header (it would ignore it).
+    httpx_mock.add_response(method="POST", url=f"{AUTH}/token?grant_type=password", json=TOKEN_RESPONSE)
+    async with AsyncTestClient(app=build_app(FORWARD_ENV)) as client:
+        response = await client.post("/api/v1/auth/login", json={"email": EMAIL, "password": PASSWORD})
+    assert response.status_code == 200
+    assert "sb-forwarded-for" not in sent(httpx_mock).headers
+
+
+@pytest.mark.parametrize("call", [LOGIN, REGISTER], ids=["login", "register"])
+async def test_a_captcha_token_is_sent_as_gotrue_meta_security(
+    client: AsyncTestClient[Litestar], httpx_mock: HTTPXMock, call: tuple[str, str, dict[str, Any]]
+) -> None:
+    path, upstream, payload = call
+    httpx_mock.add_response(method="POST", url=upstream, json=TOKEN_RESPONSE)
+    token = "10000000-aaaa-bbbb-cccc-000000000001"
+
+    response = await client.post(path, json={**payload, "captcha_token": token})
+
+    assert response.status_code == 200, response.text
+    body = json.loads(sent(httpx_mock).content)
+    assert body["gotrue_meta_security"] == {"captcha_token": token}
+    assert "captcha_token" not in body  # only where GoTrue reads it
+
+
+async def test_a_captcha_supabase_refuses_is_its_400(client: AsyncTestClient[Litestar], httpx_mock: HTTPXMock) -> None:
+    httpx_mock.add_response(
+        method="POST",
+        url=f"{AUTH}/token?grant_type=password",
+        status_code=400,
+        json={"code": "captcha_failed", "message": "captcha protection: request disallowed (invalid-input-response)"},
+        headers=API_VERSION,
+    )
+    response = await client.post(
+        "/api/v1/auth/login", json={"email": EMAIL, "password": PASSWORD, "captcha_token": "expired"}
+    )
+    problem = assert_problem(response, 400, "captcha protection: request disallowed (invalid-input-response)")
+    assert problem["code"] == "captcha_failed"
+
+
+@pytest.mark.parametrize("token", ["", "t" * 4097])
+async def test_a_captcha_token_out_of_bounds_is_refused_before_calling_supabase(
+    client: AsyncTestClient[Litestar], httpx_mock: HTTPXMock, token: str
+) -> None:
+    response = await client.post(
+        "/api/v1/auth/login", json={"email": EMAIL, "password": PASSWORD, "captcha_token": token}
+    )
+    assert_problem(response, 400)
+    assert httpx_mock.get_requests() == []
+
+
+async def test_the_gateway_rejecting_the_secret_key_names_it(httpx_mock: HTTPXMock) -> None:
+    httpx_mock.add_response(
+        method="POST", url=f"{AUTH}/token?grant_type=password", status_code=401, json={"message": "Invalid API key"}
+    )
+    async with AsyncTestClient(app=build_app(FORWARD_ENV)) as client:
+        response = await client.post("/api/v1/auth/login", json={"email": EMAIL, "password": PASSWORD})
+    assert "SUPABASE_SERVICE_KEY" in assert_problem(response, 503)["detail"]
+
+
+# --- limits per client IP and per email ---------------------------------------------------------------------
+
+
+def limited_app(**limits: str) -> tuple[Litestar, MemoryLimiter]:
+    settings_env = {**ENV, **limits}
+    limiter = MemoryLimiter(bucket_limits(load_settings(settings_env)))
+    return build_app(settings_env, limiter), limiter
+
+
+async def test_login_is_limited_per_email_with_a_429_problem_and_retry_after(httpx_mock: HTTPXMock) -> None:
+    httpx_mock.add_response(
+        method="POST", url=f"{AUTH}/token?grant_type=password", json=TOKEN_RESPONSE, is_reusable=True
+    )
+    app, _ = limited_app(RATE_LIMIT_LOGIN_PER_EMAIL_PER_HOUR="2")
+    async with AsyncTestClient(app=app) as client:
+        statuses = []
+        for i in range(2):
+            response = await client.post(
+                "/api/v1/auth/login",
+                json={"email": EMAIL, "password": PASSWORD},
+                headers={"X-Test-Peer": f"192.0.2.{i}"},
+            )
+            statuses.append(response.status_code)
+        # Another IP, and the address cased differently: the same mailbox.
+        refused = await client.post(
+            "/api/v1/auth/login",
+            json={"email": " Ada@Example.COM ", "password": PASSWORD},
+            headers={"X-Test-Peer": "192.0.2.9"},
+        )
+        other = await client.post(
+            "/api/v1/auth/login",
+            json={"email": "bob@example.com", "password": PASSWORD},
+            headers={"X-Test-Peer": "192.0.2.9"},
+        )
+
+    assert statuses == [200, 200]
+    problem = assert_problem(refused, 429)
+    assert problem["code"] == "rate_limited"
+    assert problem["bucket"] == LOGIN_PER_EMAIL and problem["limit"] == 2 and problem["window_seconds"] == 3600
+    assert refused.headers["retry-after"] == "1800" == str(problem["retry_after"])
+    assert other.status_code == 200
+    assert len(httpx_mock.get_requests()) == 3  # the refused login never reached Supabase
+
+
+async def test_login_is_limited_per_ip_before_the_email_is_counted(httpx_mock: HTTPXMock) -> None:
+    httpx_mock.add_response(
+        method="POST", url=f"{AUTH}/token?grant_type=password", json=TOKEN_RESPONSE, is_reusable=True
+    )
+    app, limiter = limited_app(RATE_LIMIT_LOGIN_PER_IP_PER_HOUR="3")
+    async with AsyncTestClient(app=app) as client:
+        responses = [
+            await client.post(
+                "/api/v1/auth/login",
+                json={"email": f"user{i}@example.com", "password": PASSWORD},
+                headers={"X-Test-Peer": "198.51.100.4"},
+            )
+            for i in range(4)
+        ]
+    assert [r.status_code for r in responses] == [200, 200, 200, 429]
+    assert responses[-1].json()["bucket"] == LOGIN_PER_IP
+    # The refused request spent nothing of its email's budget.
+    assert [bucket for bucket, _ in limiter.hits] == [LOGIN_PER_IP, LOGIN_PER_EMAIL] * 3 + [LOGIN_PER_IP]
+
+
+async def test_register_and_refresh_have_their_own_buckets(httpx_mock: HTTPXMock) -> None:
+    httpx_mock.add_response(method="POST", url=f"{AUTH}/signup", json=UNCONFIRMED_USER, is_reusable=True)
+    httpx_mock.add_response(method="POST", url=f"{AUTH}/token?grant_type=password", json=TOKEN_RESPONSE)
+    httpx_mock.add_response(
+        method="POST", url=f"{AUTH}/token?grant_type=refresh_token", json=REFRESHED, is_reusable=True
+    )
+    app, limiter = limited_app(RATE_LIMIT_REGISTER_PER_EMAIL_PER_HOUR="1", RATE_LIMIT_REFRESH_PER_IP_PER_HOUR="1")
+    peer = {"X-Test-Peer": "198.51.100.4"}
+    async with AsyncTestClient(app=app) as client:
+        first = await client.post("/api/v1/auth/register", json={"email": EMAIL, "password": PASSWORD}, headers=peer)
+        again = await client.post("/api/v1/auth/register", json={"email": EMAIL, "password": PASSWORD}, headers=peer)
+        refreshed = await client.post("/api/v1/auth/refresh", json={"refresh_token": REFRESH_TOKEN}, headers=peer)
+        refused = await client.post("/api/v1/auth/refresh", json={"refresh_token": REFRESH_TOKEN}, headers=peer)
+        login = await client.post("/api/v1/auth/login", json={"email": EMAIL, "password": PASSWORD}, headers=peer)
+
+    assert (first.status_code, again.status_code) == (200, 429)
+    assert again.json()["bucket"] == REGISTER_PER_EMAIL
+    assert (refreshed.status_code, refused.status_code) == (200, 429)
+    assert refused.json()["bucket"] == REFRESH_PER_IP
+    # A login is none of those.
+    assert login.status_code == 200
+    assert {bucket for bucket, _ in limiter.hits} == {
+        REGISTER_PER_IP,
+        REGISTER_PER_EMAIL,
+        REFRESH_PER_IP,
+        LOGIN_PER_IP,
+        LOGIN_PER_EMAIL,
+    }
+
+
+async def test_limits_count_digests_never_the_address_or_email(httpx_mock: HTTPXMock) -> None:
+    httpx_mock.add_response(
+        method="POST", url=f"{AUTH}/token?grant_type=password", json=TOKEN_RESPONSE, is_reusable=True
+    )
+    app, limiter = limited_app()
+    async with AsyncTestClient(app=app) as client:
+        for peer in ("2001:db8:1:2::a", "2001:db8:1:2:ffff::b", "2001:db8:1:3::a"):
+            await client.post(
+                "/api/v1/auth/login", json={"email": EMAIL, "password": PASSWORD}, headers={"X-Test-Peer": peer}
+            )
+    keys = {bucket: [key for b, key in limiter.hits if b == bucket] for bucket in (LOGIN_PER_IP, LOGIN_PER_EMAIL)}
+    assert all(len(key) == 64 and set(key) <= set("0123456789abcdef") for _, key in limiter.hits)
+    assert EMAIL not in repr(limiter.hits) and "2001" not in repr(limiter.hits)
+    # One email, one key; an IPv6 client counts per /64: the first two share a bucket, the third is another.
+    assert len(set(keys[LOGIN_PER_EMAIL])) == 1
+    assert keys[LOGIN_PER_IP][0] == keys[LOGIN_PER_IP][1] != keys[LOGIN_PER_IP][2]
+
+
 # --- logs ---------------------------------------------------------------------------------------------------
 
 
@@ -613,6 +949,13 @@ async def test_openapi_documents_the_public_routes(client: AsyncTestClient[Lites
         assert PROBLEM_JSON in operation["responses"]["503"]["content"]
     login = schema["paths"]["/api/v1/auth/login"]["post"]
     assert login["responses"]["400"]["content"][PROBLEM_JSON]["examples"]
+    for name in ("register", "login", "refresh"):
+        responses = schema["paths"][f"/api/v1/auth/{name}"]["post"]["responses"]
+        assert "auth_passthrough_disabled" in json.dumps(responses["404"])
+        too_many = json.dumps(responses["429"])
+        assert "rate_limited" in too_many and "over_request_rate_limit" in too_many
+    for request in ("LoginRequest", "RegisterRequest"):
+        assert schema["components"]["schemas"][request]["properties"]["captcha_token"]
     password = schema["components"]["schemas"]["LoginRequest"]["properties"]["password"]
     assert password["maxLength"] == 72
 

@@ -1,9 +1,16 @@
 """``/api/v1/auth/register|login|refresh``: a thin, stateless pass-through to Supabase Auth (GoTrue).
 
-For clients that cannot (or should not) embed supabase-js: we forward to GoTrue with the project's anon
-key and return its answer as GoTrue sent it. Nothing is kept between requests: every request gets its own
-``AsyncGoTrueClient`` (sharing only the pooled ``httpx.AsyncClient``) with ``persist_session=False`` and
-``auto_refresh_token=False``, so no session outlives the request and no background refresh timer starts.
+For clients that cannot (or should not) embed supabase-js. Off unless ``AUTH_PASSTHROUGH_ENABLED``: then every
+route answers 404 ``auth_passthrough_disabled`` (a body that does not validate is still a 400: it is read before
+the route looks at its configuration). When on, each request is first counted against the limits per client IP
+and per email (``service.py``: 429 ``rate_limited`` with ``Retry-After`` once spent), then forwarded to GoTrue
+with the project's key (and, with ``AUTH_PASSTHROUGH_FORWARD_IP``, the client's IP in ``Sb-Forwarded-For``), and
+its answer returned as GoTrue sent it. A ``captcha_token`` in a register or login body goes to GoTrue as
+``gotrue_meta_security.captcha_token``, where it verifies it.
+
+Nothing is kept between requests: every request gets its own ``AsyncGoTrueClient`` (sharing only the pooled
+``httpx.AsyncClient``) with ``persist_session=False`` and ``auto_refresh_token=False``, so no session outlives the
+request and no background refresh timer starts.
 
 Behaviour:
 
@@ -30,14 +37,17 @@ from typing import Annotated, Any, TypeVar
 
 import httpx
 import msgspec
-from litestar import Controller, post
-from litestar.di import NamedDependency
+from litestar import Controller, Request, post
+from litestar.datastructures import State
+from litestar.di import NamedDependency, Provide
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example
 from pydantic import ValidationError as PydanticValidationError
 from supabase_auth.errors import AuthError, AuthRetryableError, AuthUnknownError, AuthWeakPasswordError
+from supabase_auth.types import SignInWithEmailAndPasswordCredentials, SignUpWithEmailAndPasswordCredentialsOptions
 
-from service.auth.passthrough.gotrue import RequestScopedGoTrue
+from service.auth.passthrough.client_ip import Client
+from service.auth.passthrough.docs import COMMON_ERRORS, DISABLED, UNREACHABLE, problem_spec
 from service.auth.passthrough.schemas import (
     AuthSession,
     LoginRequest,
@@ -45,23 +55,29 @@ from service.auth.passthrough.schemas import (
     RegisterRequest,
     RegisterResponse,
 )
-from service.settings import Settings
+from service.auth.passthrough.service import AuthPassthrough
+from service.errors import DomainError
 from service.web.examples import AUTH_SESSION_EXAMPLE, AUTH_UNCONFIRMED_USER_EXAMPLE, AUTH_USER_EXAMPLE
-from service.web.openapi import body_example, ok, problem
+from service.web.openapi import body_example, ok
 from service.web.problems import ProblemError
+from service.web.state import services_of
 
 logger = logging.getLogger("service.auth.passthrough")
 
 T = TypeVar("T")
 
-UNREACHABLE = "Supabase Auth is unreachable"
-NOT_CONFIGURED = "auth pass-through is not configured: set SUPABASE_ANON_KEY"
+
+def auth_passthrough(state: State) -> AuthPassthrough:
+    """The pass-through's dependency: its configuration and limits (``service.wiring``), or 404 while it is off."""
+    passthrough = services_of(state).passthrough
+    if passthrough is None:
+        raise DomainError(DISABLED)
+    return passthrough
 
 
-def gotrue_for(settings: Settings, http: httpx.AsyncClient) -> RequestScopedGoTrue:
-    if settings.supabase_anon_key is None:
-        raise ProblemError(503, NOT_CONFIGURED)
-    return RequestScopedGoTrue(f"{settings.supabase_url}/auth/v1", settings.supabase_anon_key.get_secret_value(), http)
+def client_of(request: Request[Any, Any, Any], passthrough: AuthPassthrough) -> Client:
+    peer = request.client.host if request.client is not None else None
+    return passthrough.client(peer, request.headers.getall("x-forwarded-for", []))
 
 
 def _upstream_response(exc: AuthError) -> httpx.Response | None:
@@ -93,7 +109,7 @@ def _is_client_error(status: int) -> bool:
     return 400 <= status < 500
 
 
-def _problem_from_auth_error(operation: str, exc: AuthError) -> ProblemError:
+def _problem_from_auth_error(operation: str, exc: AuthError, key_variable: str) -> ProblemError:
     upstream = _upstream_response(exc)
     if isinstance(exc, AuthRetryableError) or (upstream is not None and upstream.status_code >= 500):
         logger.warning(
@@ -118,10 +134,10 @@ def _problem_from_auth_error(operation: str, exc: AuthError) -> ProblemError:
 
     code: str | None = exc.code or _first_str(body, "error_code", "code", "error")
     if code is None and status in (401, 404):
-        # GoTrue labels its own 401/404s; a bare one comes from the gateway: wrong SUPABASE_URL or anon key.
+        # GoTrue labels its own 401/404s; a bare one comes from the gateway: wrong SUPABASE_URL or key.
         logger.error("supabase auth rejected this service", extra={"operation": operation, "upstream_status": status})
         return ProblemError(
-            503, f"Supabase Auth rejected this service (HTTP {status}): check SUPABASE_URL and SUPABASE_ANON_KEY"
+            503, f"Supabase Auth rejected this service (HTTP {status}): check SUPABASE_URL and {key_variable}"
         )
 
     detail = exc.message
@@ -141,12 +157,13 @@ def _problem_from_auth_error(operation: str, exc: AuthError) -> ProblemError:
     return ProblemError(status, detail, headers=headers or None, **extra)
 
 
-async def call(operation: str, pending: Awaitable[T]) -> T:
-    """Await a supabase_auth call, turning its failures into problem details."""
+async def call(operation: str, pending: Awaitable[T], key_variable: str = "SUPABASE_ANON_KEY") -> T:
+    """Await a supabase_auth call, turning its failures into problem details (``key_variable``: the setting that
+    holds the key it was made with, named when Supabase's gateway rejects it)."""
     try:
         return await pending
     except AuthError as exc:
-        raise _problem_from_auth_error(operation, exc) from exc
+        raise _problem_from_auth_error(operation, exc, key_variable) from exc
     except PydanticValidationError as exc:
         # A 2xx body the library could not parse as a session or a user.
         logger.error("supabase auth response unreadable", extra={"operation": operation})
@@ -159,27 +176,6 @@ def decode(operation: str, raw: bytes, type_: type[T]) -> T:
     except msgspec.DecodeError as exc:
         logger.error("supabase auth response unreadable", extra={"operation": operation})
         raise ProblemError(502, f"Supabase Auth answered the {operation} with an unreadable response") from exc
-
-
-def _problem_spec(description: str, status: int, code: str | None, detail: str) -> ResponseSpec:
-    return problem(status, detail, description, **({"code": code} if code is not None else {}))
-
-
-_COMMON_ERRORS: dict[int, ResponseSpec] = {
-    429: _problem_spec(
-        "Supabase Auth's rate limit (Retry-After is passed on when given)",
-        429,
-        "over_request_rate_limit",
-        "Request rate limit reached",
-    ),
-    502: _problem_spec(
-        "Supabase Auth answered with something unreadable or an unexpected status",
-        502,
-        None,
-        "Supabase Auth answered the login with an unreadable response",
-    ),
-    503: _problem_spec("Supabase Auth is unreachable, failing, or SUPABASE_ANON_KEY is unset", 503, None, UNREACHABLE),
-}
 
 
 def session_of(operation: str, raw: bytes, expires_at: int | None) -> AuthSession:
@@ -195,6 +191,7 @@ class AuthPassthroughController(Controller):
     tags = ["auth"]
     # Public: the middleware lets these paths through (PUBLIC_PATHS); [{}] overrides the global bearer requirement.
     security = [{}]
+    dependencies = {"passthrough": Provide(auth_passthrough, sync_to_thread=False)}
 
     @post(
         "/register",
@@ -220,16 +217,16 @@ class AuthPassthroughController(Controller):
                     ),
                 ],
             ),
-            400: _problem_spec(
-                "Invalid request body, or an email Supabase rejects",
+            400: problem_spec(
+                "Invalid request body, an email Supabase rejects, or a captcha token it refused (captcha_failed)",
                 400,
                 "email_address_invalid",
                 'Email address "ada@example" is invalid',
             ),
-            422: _problem_spec(
+            422: problem_spec(
                 "User exists, weak password or sign-ups disabled", 422, "user_already_exists", "User already registered"
             ),
-            **_COMMON_ERRORS,
+            **COMMON_ERRORS,
         },
     )
     async def register(
@@ -241,13 +238,20 @@ class AuthPassthroughController(Controller):
                 {"email": "ada@example.com", "password": "correct horse battery staple", "data": {"full_name": "Ada"}},
             ),
         ],
-        settings: NamedDependency[Settings],
+        request: Request[Any, Any, Any],
+        passthrough: NamedDependency[AuthPassthrough],
         http: NamedDependency[httpx.AsyncClient],
     ) -> RegisterResponse:
-        gotrue = gotrue_for(settings, http)
+        client = client_of(request, passthrough)
+        await passthrough.admit("register", client, data.email)
+        gotrue = passthrough.gotrue(http, client)
+        options: SignUpWithEmailAndPasswordCredentialsOptions = {"data": data.data or {}}
+        if data.captcha_token is not None:
+            options["captcha_token"] = data.captcha_token  # sent as gotrue_meta_security.captcha_token
         result = await call(
             "sign-up",
-            gotrue.sign_up({"email": data.email, "password": data.password, "options": {"data": data.data or {}}}),
+            gotrue.sign_up({"email": data.email, "password": data.password, "options": options}),
+            passthrough.key_variable,
         )
         if result.session is None:
             # Email confirmation on: GoTrue's body is the user itself.
@@ -262,13 +266,13 @@ class AuthPassthroughController(Controller):
         description="Forwards to Supabase Auth's `POST /auth/v1/token?grant_type=password`; returns its session.",
         responses={
             200: ok(AuthSession, "Session", AUTH_SESSION_EXAMPLE, "Supabase's session"),
-            400: _problem_spec(
-                "Wrong email or password, or email not confirmed",
+            400: problem_spec(
+                "Wrong email or password, email not confirmed, or a captcha token Supabase refused (captcha_failed)",
                 400,
                 "invalid_credentials",
                 "Invalid login credentials",
             ),
-            **_COMMON_ERRORS,
+            **COMMON_ERRORS,
         },
     )
     async def login(
@@ -279,11 +283,17 @@ class AuthPassthroughController(Controller):
                 "Email and password", {"email": "ada@example.com", "password": "correct horse battery staple"}
             ),
         ],
-        settings: NamedDependency[Settings],
+        request: Request[Any, Any, Any],
+        passthrough: NamedDependency[AuthPassthrough],
         http: NamedDependency[httpx.AsyncClient],
     ) -> AuthSession:
-        gotrue = gotrue_for(settings, http)
-        result = await call("login", gotrue.sign_in_with_password({"email": data.email, "password": data.password}))
+        client = client_of(request, passthrough)
+        await passthrough.admit("login", client, data.email)
+        gotrue = passthrough.gotrue(http, client)
+        credentials: SignInWithEmailAndPasswordCredentials = {"email": data.email, "password": data.password}
+        if data.captcha_token is not None:
+            credentials["options"] = {"captcha_token": data.captcha_token}  # gotrue_meta_security.captcha_token
+        result = await call("login", gotrue.sign_in_with_password(credentials), passthrough.key_variable)
         if result.session is None:  # GoTrue always returns a session for a password grant
             raise ProblemError(502, "Supabase Auth answered the login without a session")
         return session_of("login", gotrue.raw_body, result.session.expires_at)
@@ -298,23 +308,26 @@ class AuthPassthroughController(Controller):
         ),
         responses={
             200: ok(AuthSession, "Session", AUTH_SESSION_EXAMPLE, "Supabase's new session"),
-            400: _problem_spec(
+            400: problem_spec(
                 "Unknown, revoked or already used refresh token",
                 400,
                 "refresh_token_not_found",
                 "Invalid Refresh Token: Refresh Token Not Found",
             ),
-            **_COMMON_ERRORS,
+            **COMMON_ERRORS,
         },
     )
     async def refresh(
         self,
         data: Annotated[RefreshRequest, body_example("Refresh token", {"refresh_token": "v2ns4xb6jzqa"})],
-        settings: NamedDependency[Settings],
+        request: Request[Any, Any, Any],
+        passthrough: NamedDependency[AuthPassthrough],
         http: NamedDependency[httpx.AsyncClient],
     ) -> AuthSession:
-        gotrue = gotrue_for(settings, http)
-        result = await call("refresh", gotrue.refresh_session(data.refresh_token))
+        client = client_of(request, passthrough)
+        await passthrough.admit("refresh", client)
+        gotrue = passthrough.gotrue(http, client)
+        result = await call("refresh", gotrue.refresh_session(data.refresh_token), passthrough.key_variable)
         if result.session is None:  # refresh_session raises rather than return no session
             raise ProblemError(502, "Supabase Auth answered the refresh without a session")
         return session_of("refresh", gotrue.raw_body, result.session.expires_at)

@@ -10,6 +10,8 @@ from msgspec import Meta
 MAX_EMAIL_CHARS = 320  # RFC 5321: 64 local + @ + 255 domain
 MAX_PASSWORD_BYTES = 72  # bcrypt ignores the rest; GoTrue rejects longer passwords
 MAX_REFRESH_TOKEN_CHARS = 2048
+# hCaptcha and Turnstile tokens are a few hundred to ~2000 characters.
+MAX_CAPTCHA_TOKEN_CHARS = 4096
 MAX_METADATA_KEYS = 32
 # user_metadata is copied into every access token GoTrue issues: keep it small.
 MAX_METADATA_BYTES = 4096
@@ -42,6 +44,18 @@ RefreshToken = Annotated[
         examples=["v2ns4xb6jzqa"],
     ),
 ]
+CaptchaToken = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=MAX_CAPTCHA_TOKEN_CHARS,
+        description=(
+            "The token your captcha widget (hCaptcha or Cloudflare Turnstile) returned, when the Supabase project "
+            "has captcha protection on; passed to Supabase Auth, which verifies it."
+        ),
+        examples=["10000000-aaaa-bbbb-cccc-000000000001"],
+    ),
+]
 UserMetadata = Annotated[
     dict[str, Any],
     Meta(
@@ -65,6 +79,7 @@ class RegisterRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     email: Email
     password: Password
     data: UserMetadata | None = None
+    captcha_token: CaptchaToken | None = None
 
     def __post_init__(self) -> None:
         _check_password_bytes(self.password)
@@ -75,6 +90,7 @@ class RegisterRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class LoginRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     email: Email
     password: Password
+    captcha_token: CaptchaToken | None = None
 
     def __post_init__(self) -> None:
         _check_password_bytes(self.password)
