@@ -2,19 +2,30 @@
 
 Default-deny: a new route is authenticated unless it is added to ``PUBLIC_PATHS``. WebSockets
 authenticate inside the handshake protocol instead (browsers cannot set headers on them).
+
+A bearer token is one of:
+- ``ADMIN_API_KEY``: the admin credential (role ``admin``, no user): admin routes only;
+- a Supabase access token, verified locally: a user (an admin too when its ``app_metadata.role`` is ``admin``);
+- the Supabase service key, or a verified ``service_role`` token: refused (403 ``service_role_refused``) unless
+  ``SERVICE_ROLE_IS_ADMIN`` is set, the old behaviour kept for compatibility, where it is an admin (no user).
+Keys are compared in constant time, as digests, so not even their length shows.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+from dataclasses import replace
 from typing import Any
 
 from litestar.connection import ASGIConnection
 from litestar.enums import ScopeType
 from litestar.exceptions import NotAuthorizedException
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult, DefineMiddleware
+from pydantic import SecretStr
 
 from service.auth.tokens import InvalidToken, Principal, TokenVerifier
+from service.errors import DomainError
 from service.web.state import services_of
 
 # Regexes matched against the path by Litestar.
@@ -35,24 +46,52 @@ def bearer_token(authorization: str | None) -> str:
     return token.strip()
 
 
-async def authenticate_token(token: str, verifier: TokenVerifier, service_key: str | None) -> Principal:
-    """Resolve a bearer token to a principal; the project's service key is the service role."""
-    if service_key and hmac.compare_digest(token.encode(), service_key.encode()):
-        return Principal(role="service_role", claims={"role": "service_role"}, user_id=None)
+def same_secret(supplied: str, secret: str) -> bool:
+    """Constant time, whatever the lengths: the digests are compared, not the strings."""
+    return hmac.compare_digest(hashlib.sha256(supplied.encode()).digest(), hashlib.sha256(secret.encode()).digest())
+
+
+async def authenticate_token(
+    token: str,
+    verifier: TokenVerifier,
+    service_key: str | None,
+    *,
+    admin_key: str | None = None,
+    service_role_is_admin: bool = False,
+) -> Principal:
+    """Resolve a bearer token to a principal: ``admin_key`` is the admin, ``service_key`` the service role
+    (an admin only when ``service_role_is_admin``), anything else must verify as an access token."""
+    if admin_key and same_secret(token, admin_key):
+        return Principal.admin_key()
+    if service_key and same_secret(token, service_key):
+        return Principal.service_role(admin=service_role_is_admin)
     try:
-        return await verifier.verify(token)
+        principal = await verifier.verify(token)
     except InvalidToken as exc:
         raise NotAuthorizedException(detail=str(exc)) from exc
+    if principal.is_service_role and service_role_is_admin:
+        return replace(principal, admin_credential=True)
+    return principal
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None
 
 
 class SupabaseAuthMiddleware(AbstractAuthenticationMiddleware):
     async def authenticate_request(self, connection: ASGIConnection[Any, Any, Any, Any]) -> AuthenticationResult:
         services = services_of(connection.app.state)
+        settings = services.settings
         token = bearer_token(connection.headers.get("authorization"))
-        service_key = services.settings.supabase_service_key
         principal = await authenticate_token(
-            token, services.tokens, service_key.get_secret_value() if service_key else None
+            token,
+            services.tokens,
+            _secret(settings.supabase_service_key),
+            admin_key=_secret(settings.admin_api_key),
+            service_role_is_admin=settings.service_role_is_admin,
         )
+        if principal.is_service_role and not settings.service_role_is_admin:
+            raise DomainError("service_role_refused")
         return AuthenticationResult(user=principal, auth=token)
 
 

@@ -86,10 +86,10 @@ class BillingController(Controller):
     @post(
         "/budget",
         status_code=200,
-        summary="Change a user's budget (admins and the service role only)",
+        summary="Change a user's budget (admins only: ADMIN_API_KEY, or app_metadata.role = admin)",
         responses={
             200: ok(BudgetView, "New budget", {**BUDGET_EXAMPLE, "max_budget": 50.0, "remaining": 49.5787}),
-            403: problem(403, "only an admin or the service role can change budgets"),
+            403: documented(DomainError("admin_only")),
             404: problem(404, "no such user"),
             422: documented(DomainError("budget_refused")),
         },
@@ -104,8 +104,8 @@ class BillingController(Controller):
         db: NamedDependency[Database],
         billing: NamedDependency[Billing],
     ) -> BudgetView:
-        if not request.user.is_admin:
-            raise ProblemError(403, "only an admin or the service role can change budgets")
+        if not request.user.is_admin:  # see Principal.is_admin: user_metadata never makes an admin
+            raise DomainError("admin_only")
         if await get_profile(db, data.user_id) is None:
             raise ProblemError(404, "no such user")
         budget = await change_budget(billing, str(data.user_id), data.max_budget, data.budget_duration)
@@ -114,7 +114,7 @@ class BillingController(Controller):
             extra={
                 "user_id": str(data.user_id),
                 "max_budget": data.max_budget,
-                "by": str(request.user.user_id or "service_role"),
+                "by": str(request.user.user_id or request.user.role),
             },
         )
         return BudgetView.of(budget)

@@ -46,8 +46,15 @@ class WebhookAccepted(msgspec.Struct):
 
 
 def authenticate_webhook(settings: Settings, headers: Any, body: bytes) -> None:
+    """A Standard Webhooks signature when ``STANDARD_WEBHOOK_SECRET`` is set and the request is signed, else the
+    ``x-webhook-secret`` header. In production one mode only: with ``STANDARD_WEBHOOK_SECRET`` set, the signature
+    is required and the shared secret (no timestamp, so no replay window) is refused."""
     try:
         signing_secret, shared_secret = settings.standard_webhook_secret, settings.webhook_secret
+        if signing_secret and settings.is_production and "webhook-signature" not in headers:
+            raise WebhookAuthError(
+                "only Standard Webhooks signatures are accepted (webhook-id, webhook-timestamp, webhook-signature)"
+            )
         if "webhook-signature" in headers and signing_secret:
             verify_standard_webhook(
                 signing_secret.get_secret_value(), headers, body, settings.webhook_tolerance_seconds

@@ -124,19 +124,27 @@ async def test_only_admins_change_budgets(client: StackClient) -> None:
     as_admin = await client.http.post(endpoint, headers={"Authorization": f"Bearer {admin_token}"}, json=body)
     assert as_admin.status_code == 200, as_admin.text
     assert as_admin.json()["max_budget"] == 50.0
+    # A self-made admin (user_metadata is the user's own to write) is not one.
+    self_made = client.stack.access_token(other.id, user_metadata={"role": "admin"})
+    as_self_made = await client.http.post(endpoint, headers={"Authorization": f"Bearer {self_made}"}, json=body)
+    assert as_self_made.status_code == 403 and as_self_made.json()["code"] == "admin_only"
+    # The Supabase service key is not an admin credential (SERVICE_ROLE_IS_ADMIN is off); ADMIN_API_KEY is.
     service = {"Authorization": f"Bearer {client.stack.config.service_key}"}
     as_service = await client.http.post(endpoint, headers=service, json={**body, "max_budget": 20.0})
-    assert as_service.status_code == 200 and as_service.json()["max_budget"] == 20.0
+    assert as_service.status_code == 403 and as_service.json()["code"] == "service_role_refused"
+    admin = {"Authorization": f"Bearer {client.stack.config.admin_api_key}"}
+    as_admin_key = await client.http.post(endpoint, headers=admin, json={**body, "max_budget": 20.0})
+    assert as_admin_key.status_code == 200 and as_admin_key.json()["max_budget"] == 20.0
     assert (await client.litellm_user(user.id))["user_info"]["max_budget"] == 20.0
-    unknown = await client.http.post(endpoint, headers=service, json={**body, "user_id": str(uuid.uuid4())})
+    unknown = await client.http.post(endpoint, headers=admin, json={**body, "user_id": str(uuid.uuid4())})
     assert unknown.status_code == 404
-    negative = await client.http.post(endpoint, headers=service, json={**body, "max_budget": -1})
+    negative = await client.http.post(endpoint, headers=admin, json={**body, "max_budget": -1})
     assert negative.status_code == 400
     for duration in ("0s", "\u0661d", "30days"):  # not a duration, non-ASCII digits: refused before LiteLLM
-        refused = await client.http.post(endpoint, headers=service, json={**body, "budget_duration": duration})
+        refused = await client.http.post(endpoint, headers=admin, json={**body, "budget_duration": duration})
         assert refused.status_code == 400, duration
     # Well-formed, but LiteLLM cannot schedule it: LiteLLM's refusal is the caller's 422, not a 503 outage.
-    refused = await client.http.post(endpoint, headers=service, json={**body, "budget_duration": "999mo"})
+    refused = await client.http.post(endpoint, headers=admin, json={**body, "budget_duration": "999mo"})
     assert refused.status_code == 422 and "budget_duration" in refused.json()["detail"]
     assert (await client.litellm_user(user.id))["user_info"]["max_budget"] == 20.0  # unchanged
 
@@ -255,11 +263,18 @@ async def test_anonymous_gets_401_on_every_protected_route(client: StackClient) 
         assert response.headers["content-type"].startswith("application/problem+json")
 
 
-async def test_service_role_has_no_user_resources(client: StackClient) -> None:
-    service = {"Authorization": f"Bearer {client.stack.config.service_key}"}
-    for method, path in USER_ONLY:
-        response = await client.http.request(method, url(client, path), headers=service, json={"content": "x"})
-        assert response.status_code == 403, (method, path, response.status_code, response.text)
+async def test_service_role_and_admin_key_have_no_user_resources(client: StackClient) -> None:
+    # The service key is refused outright (service_role_refused); the admin key has no user (not_a_user).
+    for key, code in (
+        (client.stack.config.service_key, "service_role_refused"),
+        (client.stack.config.admin_api_key, "not_a_user"),
+    ):
+        for method, path in USER_ONLY:
+            response = await client.http.request(
+                method, url(client, path), headers={"Authorization": f"Bearer {key}"}, json={"content": "x"}
+            )
+            assert response.status_code == 403, (method, path, response.status_code, response.text)
+            assert response.json()["code"] == code, (method, path, response.text)
 
 
 async def test_user_a_never_sees_user_b(client: StackClient) -> None:

@@ -69,7 +69,8 @@ def test_secrets_never_show_in_repr_or_str() -> None:
         "LITELLM_MASTER_KEY": "sk-master-key-61d2",
         "LETTA_API_TOKEN": "letta-token-d4c9",
         "WEBHOOK_SECRET": "webhook-secret-0123456789abcdef0123",
-        "STANDARD_WEBHOOK_SECRET": "whsec_c3RhbmRhcmQtc2VjcmV0",
+        "STANDARD_WEBHOOK_SECRET": "whsec_c3RhbmRhcmQtd2ViaG9va3Mtc2lnbmluZy1rZXk=",
+        "ADMIN_API_KEY": "admin-api-key-8f1e-0123456789abcdef",
     }
     settings = load_settings({**MINIMAL, **secrets})
     assert settings.database_url.get_secret_value() == secrets["DATABASE_URL"]
@@ -132,3 +133,70 @@ def test_cors_origins_are_comma_separated_and_jwks_is_a_json_object() -> None:
     )
     assert settings.cors_allow_origins == ["https://a.example", "https://b.example"]
     assert settings.jwks_inline == {"keys": []}
+
+
+SIGNING_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # 24 bytes: the Standard Webhooks spec's example
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("c2VjcmV0LXRoYXQtaXMtbG9uZy1lbm91Z2gtMTIz", "must look like whsec_<base64>"),  # no prefix
+        ("whsec_", "must look like whsec_<base64>"),
+        ("whsec_not base64!!", "must look like whsec_<base64>"),
+        ("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaS", "must look like whsec_<base64>"),  # bad padding
+        ("whsec_c2hvcnQ=", "at least 24 bytes after whsec_ (32 base64 characters), got 5"),
+        ("whsec_" + "QUFB" * 7, "at least 24 bytes after whsec_ (32 base64 characters), got 21"),
+    ],
+)
+def test_standard_webhook_secret_must_be_base64_of_at_least_24_bytes(value: str, problem: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings({**MINIMAL, "STANDARD_WEBHOOK_SECRET": value})
+    assert len(caught.value.problems) == 1 and problem in caught.value.problems[0]
+    assert value not in str(caught.value) or value == "whsec_"
+    assert load_settings({**MINIMAL, "STANDARD_WEBHOOK_SECRET": SIGNING_SECRET}).standard_webhook_secret
+
+
+def test_production_refuses_cors_wildcard_with_every_other_problem() -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(
+            {**MINIMAL, "ENVIRONMENT": "production", "CORS_ALLOW_ORIGINS": "https://app.example, *", "PORT": "0"}
+        )
+    assert caught.value.problems == [
+        "PORT must be >= 1, got 0",
+        "set WEBHOOK_SECRET and/or STANDARD_WEBHOOK_SECRET: signup webhooks cannot be verified",
+        "CORS_ALLOW_ORIGINS=* is refused in production: list the frontend's origins, comma-separated",
+    ]
+    # Elsewhere a wildcard is a developer's convenience; in production, named origins are fine.
+    assert load_settings({**MINIMAL, "CORS_ALLOW_ORIGINS": "*"}).cors_allow_origins == ["*"]
+    production = {**MINIMAL, "ENVIRONMENT": "production", "STANDARD_WEBHOOK_SECRET": SIGNING_SECRET}
+    assert load_settings({**production, "CORS_ALLOW_ORIGINS": "https://app.example"}).is_production
+
+
+def test_admin_api_key_is_optional_long_and_not_the_service_key() -> None:
+    settings = load_settings(MINIMAL)
+    assert settings.admin_api_key is None and settings.service_role_is_admin is False
+    key = "k" * 32
+    assert load_settings({**MINIMAL, "ADMIN_API_KEY": key}).admin_api_key.get_secret_value() == key  # type: ignore[union-attr]
+    with pytest.raises(SettingsError) as caught:
+        load_settings({**MINIMAL, "ADMIN_API_KEY": "k" * 31, "SERVICE_ROLE_IS_ADMIN": "perhaps"})
+    assert sorted(caught.value.problems) == [
+        "ADMIN_API_KEY must be at least 32 characters",
+        "SERVICE_ROLE_IS_ADMIN='perhaps' must be one of true, false",
+    ]
+    with pytest.raises(SettingsError) as caught:
+        load_settings({**MINIMAL, "ADMIN_API_KEY": key, "SUPABASE_SERVICE_KEY": key})
+    assert caught.value.problems == ["ADMIN_API_KEY must not be the Supabase service key: generate a key of its own"]
+    assert key not in str(caught.value)
+    assert load_settings({**MINIMAL, "SERVICE_ROLE_IS_ADMIN": "TRUE"}).service_role_is_admin is True
+
+
+def test_both_webhook_secrets_in_production_say_which_one_wins(caplog: pytest.LogCaptureFixture) -> None:
+    both = {**MINIMAL, "WEBHOOK_SECRET": "w" * 32, "STANDARD_WEBHOOK_SECRET": SIGNING_SECRET}
+    with caplog.at_level("WARNING", logger="service.settings"):
+        load_settings(both)
+        assert not caplog.records  # development: both ways in, nothing to say
+        load_settings({**both, "ENVIRONMENT": "production"})
+    [record] = caplog.records
+    assert "in production STANDARD_WEBHOOK_SECRET wins" in record.getMessage()
+    assert "refuses x-webhook-secret" in record.getMessage()

@@ -3,13 +3,16 @@ from __future__ import annotations
 import time
 
 import pytest
+from litestar.exceptions import NotAuthorizedException
 
 from devstack.standard_webhooks import sign_standard_webhook
+from service.provisioning.controller import authenticate_webhook
 from service.provisioning.webhook_auth import (
     WebhookAuthError,
     verify_shared_secret,
     verify_standard_webhook,
 )
+from service.settings import Settings, load_settings
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 BODY = b'{"type":"INSERT","table":"users","schema":"auth","record":{"id":"x"},"old_record":null}'
@@ -78,3 +81,60 @@ def test_shared_secret() -> None:
     for supplied in (None, "", "s" * 39, "t" * 40):
         with pytest.raises(WebhookAuthError):
             verify_shared_secret("s" * 40, supplied)
+
+
+# --- Which way in the service accepts (service/provisioning/controller.py) ---------------------------------
+
+SHARED = "shared-webhook-secret-0123456789abcdef"
+BASE_ENV = {
+    "DATABASE_URL": "postgresql://postgres:postgres@127.0.0.1:5432/postgres",
+    "SUPABASE_URL": "https://project.supabase.co",
+    "LETTA_BASE_URL": "http://127.0.0.1:8283",
+    "LITELLM_BASE_URL": "http://127.0.0.1:4000",
+    "LITELLM_MASTER_KEY": "sk-master",
+}
+
+
+def settings_for(environment: str, **secrets: str) -> Settings:
+    return load_settings({**BASE_ENV, "ENVIRONMENT": environment, **secrets})
+
+
+def shared_headers() -> dict[str, str]:
+    return {"x-webhook-secret": SHARED}
+
+
+@pytest.mark.parametrize("environment", ["development", "production"])
+def test_a_signed_webhook_is_accepted_in_every_environment(environment: str) -> None:
+    settings = settings_for(environment, WEBHOOK_SECRET=SHARED, STANDARD_WEBHOOK_SECRET=SECRET)
+    authenticate_webhook(settings, headers(int(time.time())), BODY)
+
+
+def test_in_production_the_standard_secret_shuts_the_shared_secret_path() -> None:
+    """The shared secret has no timestamp: a captured request could be replayed for ever."""
+    settings = settings_for("production", WEBHOOK_SECRET=SHARED, STANDARD_WEBHOOK_SECRET=SECRET)
+    with pytest.raises(NotAuthorizedException) as refused:
+        authenticate_webhook(settings, shared_headers(), BODY)
+    assert "only Standard Webhooks signatures are accepted" in str(refused.value.detail)
+    # A signature that fails never falls back to the shared secret either.
+    stale = {**headers(int(time.time()) - 3600), **shared_headers()}
+    with pytest.raises(NotAuthorizedException, match="tolerance"):
+        authenticate_webhook(settings, stale, BODY)
+
+
+def test_outside_production_both_ways_in_are_open() -> None:
+    settings = settings_for("development", WEBHOOK_SECRET=SHARED, STANDARD_WEBHOOK_SECRET=SECRET)
+    authenticate_webhook(settings, shared_headers(), BODY)
+    with pytest.raises(NotAuthorizedException, match="does not match"):
+        authenticate_webhook(settings, {"x-webhook-secret": "x" * 40}, BODY)
+
+
+def test_in_production_the_shared_secret_alone_is_the_one_way_in() -> None:
+    settings = settings_for("production", WEBHOOK_SECRET=SHARED)
+    authenticate_webhook(settings, shared_headers(), BODY)
+    with pytest.raises(NotAuthorizedException):
+        authenticate_webhook(settings, headers(int(time.time())), BODY)  # a signature it cannot check
+
+
+def test_no_secret_configured_refuses_everything() -> None:
+    with pytest.raises(NotAuthorizedException, match="no webhook secret"):
+        authenticate_webhook(settings_for("development"), shared_headers(), BODY)
