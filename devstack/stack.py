@@ -59,6 +59,7 @@ class StackConfig:
     # Local-only secrets: fixed so a second `make dev` keeps working with stored data.
     webhook_secret: str = "local-dev-webhook-secret-0123456789abcdef"
     standard_webhook_secret: str = "whsec_bG9jYWwtZGV2LXN0YW5kYXJkLXdlYmhvb2stc2VjcmV0"
+    admin_api_key: str = "local-dev-admin-api-key-0123456789abcdef"  # Authorization: Bearer <this> on admin routes
     letta_encryption_key: str = "local-dev-letta-encryption-key-0123456789"
     service_env: dict[str, str] = field(default_factory=dict)
     letta_env: dict[str, str] = field(default_factory=dict)
@@ -192,6 +193,7 @@ class Stack:
             "DATABASE_URL": self.database_url,
             "SUPABASE_URL": c.supabase_url,
             "SUPABASE_SERVICE_KEY": c.service_key,
+            "ADMIN_API_KEY": c.admin_api_key,
             "LETTA_BASE_URL": c.letta_url,
             "LITELLM_BASE_URL": c.litellm_url,
             "LITELLM_MASTER_KEY": c.master_key,
@@ -345,6 +347,17 @@ class Stack:
         wait_http(f"{self.config.service_url}/health/live", 30, process)
 
     def up(self) -> Stack:
+        # What `python -m devstack.create_user --stack <name>` needs to sign up a user on this stack.
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        (self.state_dir / "stack.json").write_text(
+            json.dumps(
+                {
+                    "issuer": self.config.issuer,
+                    "database_url": self.database_url,
+                    "service_url": self.config.service_url,
+                }
+            )
+        )
         try:
             self.start_database()
             self.start_letta()  # slowest to boot: start it first, wait for it last
@@ -417,11 +430,6 @@ def main() -> None:
     parser.add_argument("--fresh", action="store_true", help="delete the dev stack's data first")
     args = parser.parse_args()
     stack = Stack(StackConfig(fresh=args.fresh))
-    (stack.state_dir / "stack.json").write_text(
-        json.dumps(
-            {"issuer": stack.config.issuer, "database_url": stack.database_url, "service_url": stack.config.service_url}
-        )
-    )
     started = time.monotonic()
     stack.up()
     _print_banner(stack)

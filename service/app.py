@@ -5,7 +5,6 @@ from __future__ import annotations
 from litestar import Litestar
 from litestar.config.cors import CORSConfig
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
 from service.agents.controller import AgentController
@@ -18,9 +17,10 @@ from service.chat.websocket import chat_stream
 from service.provisioning.controller import WebhookController
 from service.settings import Settings, get_settings
 from service.users.controller import UserController
+from service.web.docs import docs_plugins
 from service.web.health import HealthController
 from service.web.openapi import complete_schema
-from service.web.problems import ProblemRequest, exception_handlers
+from service.web.problems import ProblemRequest, cors_refusal_as_problem, exception_handlers
 from service.web.request_context import add_request_id_header, configure_logging, request_id_middleware
 from service.wiring import DEPENDENCIES, lifespan
 
@@ -46,7 +46,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         middleware=[request_id_middleware, auth_middleware],
         exception_handlers=exception_handlers,
         request_class=ProblemRequest,
-        before_send=[add_request_id_header],
+        # The CORS refusal's problem mints the request id that the header hook then echoes.
+        before_send=[cors_refusal_as_problem, add_request_id_header],
         cors_config=CORSConfig(
             allow_origins=settings.cors_allow_origins,
             allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
@@ -59,7 +60,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             version="0.1.0",
             description="Personal Letta agents with LiteLLM billing, on Supabase.",
             path="/schema",
-            render_plugins=[ScalarRenderPlugin()],
+            render_plugins=docs_plugins(settings),
             components=Components(
                 security_schemes={
                     "SupabaseAccessToken": SecurityScheme(
@@ -72,6 +73,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ),
             security=[{"SupabaseAccessToken": []}],
         ),
+        # Every body is refused past this (413) unless its route sets its own request_max_body_size (a chat
+        # message: 256 KiB; the webhook: 64 KiB): Litestar's default is 10 MB, read into memory.
+        request_max_body_size=settings.http_max_body_bytes,
         debug=False,
         # Logging is ours (one JSON line per record, see request_context); Litestar must not reconfigure it.
         logging_config=None,

@@ -6,7 +6,10 @@ instead of one variable per restart. Secrets are ``SecretStr``: ``repr`` and log
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
+import logging
 import os
 from collections.abc import Mapping
 from functools import lru_cache
@@ -30,7 +33,12 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "environment": ("development", "test", "production"),
     "log_level": ("debug", "info", "warning", "error"),
     "database_prepared_statements": ("true", "false"),
+    "anonymous_users": ("allow", "refuse"),
+    "service_role_is_admin": ("true", "false"),
 }
+
+# Standard Webhooks signing keys shorter than this are refused (the spec's keys are 24 to 64 bytes).
+_MIN_SIGNING_KEY_BYTES = 24
 
 # What a missing required variable should hold, appended to "<NAME> is required".
 _REQUIRED_HINTS = {
@@ -71,6 +79,10 @@ class Settings(BaseSettings):
     supabase_url: str = Field(validation_alias="SUPABASE_URL")
     supabase_anon_key: SecretStr | None = Field(None, validation_alias="SUPABASE_ANON_KEY")
     supabase_service_key: SecretStr | None = Field(None, validation_alias="SUPABASE_SERVICE_KEY")
+    # Admin access: `Authorization: Bearer <ADMIN_API_KEY>`. The service role (the Supabase service key, a
+    # service_role token) is refused unless SERVICE_ROLE_IS_ADMIN, the old rule kept for compatibility.
+    admin_api_key: Annotated[SecretStr, Field(min_length=32)] | None = Field(None, validation_alias="ADMIN_API_KEY")
+    service_role_is_admin: bool = Field(False, validation_alias="SERVICE_ROLE_IS_ADMIN")
     # Both default to a path under SUPABASE_URL (see _derive_from_supabase_url).
     jwks_url: str = Field(validation_alias="SUPABASE_JWKS_URL")
     jwks_inline: Annotated[dict[str, Any] | None, NoDecode] = Field(None, validation_alias="SUPABASE_JWKS")
@@ -87,6 +99,11 @@ class Settings(BaseSettings):
 
     user_default_budget: float = Field(10.0, ge=0.0, validation_alias="USER_DEFAULT_BUDGET")
     user_budget_duration: str = Field("1mo", validation_alias="USER_BUDGET_DURATION")
+    # Supabase's anonymous sign-ins (is_anonymous): served with their own small budget, or refused.
+    anonymous_users: str = Field("allow", validation_alias="ANONYMOUS_USERS")
+    anonymous_budget: float = Field(0.10, ge=0.0, validation_alias="ANONYMOUS_BUDGET")
+    # The API reference page at /schema: unset = on, except in production.
+    api_docs: bool | None = Field(None, validation_alias="API_DOCS")
     llm_model: str = Field("gpt-4o-mini", validation_alias="LLM_MODEL")
     llm_context_window: int = Field(32000, ge=1024, validation_alias="LLM_CONTEXT_WINDOW")
     embedding_model: str = Field("text-embedding-3-small", validation_alias="EMBEDDING_MODEL")
@@ -111,6 +128,66 @@ class Settings(BaseSettings):
     chat_max_message_bytes: int = Field(16 * 1024, ge=1, le=64 * 1024, validation_alias="CHAT_MAX_MESSAGE_BYTES")
     rate_limit_chat_per_minute: int = Field(20, ge=1, validation_alias="RATE_LIMIT_CHAT_PER_MINUTE")
     rate_limit_memory_per_minute: int = Field(30, ge=1, validation_alias="RATE_LIMIT_MEMORY_PER_MINUTE")
+
+    # --- The auth pass-through (/api/v1/auth/register|login|refresh) and its limits per client ---------------------
+    # Off unless enabled (its routes answer 404): frontends should use Supabase Auth directly (supabase-js).
+    auth_passthrough_enabled: bool = Field(False, validation_alias="AUTH_PASSTHROUGH_ENABLED")
+    # Send each client's IP to Supabase Auth (Sb-Forwarded-For) so its per-IP limits apply per client, not to this
+    # service's one address. Supabase honours the header only with a secret key: the calls then use
+    # SUPABASE_SERVICE_KEY instead of SUPABASE_ANON_KEY.
+    auth_passthrough_forward_ip: bool = Field(False, validation_alias="AUTH_PASSTHROUGH_FORWARD_IP")
+    # Comma-separated addresses or CIDR networks of the reverse proxies in front of the service: X-Forwarded-For
+    # names the client only when the peer is one of them. Empty: the peer address is the client.
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias="TRUSTED_PROXIES")
+    # GCRA buckets over one hour: a burst of N, then one every 3600/N s. IPv6 clients count per /64.
+    rate_limit_login_per_ip_per_hour: int = Field(60, ge=1, validation_alias="RATE_LIMIT_LOGIN_PER_IP_PER_HOUR")
+    rate_limit_login_per_email_per_hour: int = Field(10, ge=1, validation_alias="RATE_LIMIT_LOGIN_PER_EMAIL_PER_HOUR")
+    rate_limit_register_per_ip_per_hour: int = Field(10, ge=1, validation_alias="RATE_LIMIT_REGISTER_PER_IP_PER_HOUR")
+    rate_limit_register_per_email_per_hour: int = Field(
+        5, ge=1, validation_alias="RATE_LIMIT_REGISTER_PER_EMAIL_PER_HOUR"
+    )
+    rate_limit_refresh_per_ip_per_hour: int = Field(300, ge=1, validation_alias="RATE_LIMIT_REFRESH_PER_IP_PER_HOUR")
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _networks(cls, value: Any) -> Any:
+        from ipaddress import ip_network  # here: this block is all the pass-through adds to the module
+
+        parts = [p.strip() for p in value.split(",") if p.strip()] if isinstance(value, str) else value
+        try:
+            return [str(ip_network(part, strict=False)) for part in parts]
+        except ValueError as exc:
+            raise ValueError(f"TRUSTED_PROXIES: {exc}") from None
+
+    @field_validator("auth_passthrough_forward_ip")
+    @classmethod
+    def _auth_passthrough_key(cls, forward: bool, info: ValidationInfo) -> bool:
+        # Reads fields declared before it (see the note above _token_verification); one absent from info.data is
+        # set but invalid, and reported on its own.
+        data = info.data
+        if not data.get("auth_passthrough_enabled"):
+            return forward
+        if not forward and "supabase_anon_key" in data and data["supabase_anon_key"] is None:
+            raise ValueError("AUTH_PASSTHROUGH_ENABLED is on: set SUPABASE_ANON_KEY (the publishable or anon key)")
+        key: SecretStr | None = data.get("supabase_service_key")
+        if forward and "supabase_service_key" in data and key is None:
+            raise ValueError("AUTH_PASSTHROUGH_FORWARD_IP is on: set SUPABASE_SERVICE_KEY (a secret key, sb_secret_)")
+        hosted = (urlparse(str(data.get("supabase_url", ""))).hostname or "").endswith(".supabase.co")
+        if forward and key is not None and hosted and not key.get_secret_value().startswith("sb_secret_"):
+            raise ValueError(
+                "AUTH_PASSTHROUGH_FORWARD_IP is on but SUPABASE_SERVICE_KEY is not a secret key (sb_secret_...): "
+                "Supabase ignores Sb-Forwarded-For with any other key"
+            )
+        return forward
+
+    # What one replica accepts from clients (service/web/server.py; the WebSocket caps in service/chat/websocket.py).
+    server_max_connections: int = Field(1000, ge=1, validation_alias="SERVER_MAX_CONNECTIONS")
+    server_header_timeout_seconds: float = Field(10.0, ge=0.1, validation_alias="SERVER_HEADER_TIMEOUT_SECONDS")
+    server_keepalive_seconds: int = Field(5, ge=1, validation_alias="SERVER_KEEPALIVE_SECONDS")
+    # Routes that need more (a chat message, 256 KiB) set their own request_max_body_size.
+    http_max_body_bytes: int = Field(64 * 1024, ge=1024, validation_alias="HTTP_MAX_BODY_BYTES")
+    ws_max_sockets: int = Field(800, ge=1, validation_alias="WS_MAX_SOCKETS")
+    ws_max_sockets_per_user: int = Field(10, ge=1, validation_alias="WS_MAX_SOCKETS_PER_USER")
 
     @property
     def is_production(self) -> bool:
@@ -203,12 +280,53 @@ class Settings(BaseSettings):
     @field_validator("standard_webhook_secret")
     @classmethod
     def _webhook_verification(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
-        if value is not None and not value.get_secret_value().startswith("whsec_"):
-            raise ValueError("STANDARD_WEBHOOK_SECRET must look like whsec_<base64> (Standard Webhooks secret)")
+        if value is not None:
+            text = value.get_secret_value()
+            try:
+                key = base64.b64decode(text.removeprefix("whsec_"), validate=True) if text.startswith("whsec_") else b""
+            except (binascii.Error, ValueError):
+                key = b""
+            if not key:
+                raise ValueError("STANDARD_WEBHOOK_SECRET must look like whsec_<base64> (Standard Webhooks secret)")
+            if len(key) < _MIN_SIGNING_KEY_BYTES:
+                raise ValueError(
+                    f"STANDARD_WEBHOOK_SECRET must hold at least {_MIN_SIGNING_KEY_BYTES} bytes after whsec_ "
+                    f"(32 base64 characters), got {len(key)}"
+                )
         # A WEBHOOK_SECRET that failed its own check is absent from info.data: it is set, just wrong.
         unset = "webhook_secret" in info.data and info.data["webhook_secret"] is None
         if value is None and unset and info.data.get("environment") == "production":
             raise ValueError("set WEBHOOK_SECRET and/or STANDARD_WEBHOOK_SECRET: signup webhooks cannot be verified")
+        return value
+
+    @field_validator("standard_webhook_secret")
+    @classmethod
+    def _one_webhook_mode_in_production(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        both = value is not None and info.data.get("webhook_secret") is not None
+        if both and info.data.get("environment") == "production":
+            # Not a problem (the Edge Function needs both), but the operator must know which one the service takes.
+            logging.getLogger("service.settings").warning(
+                "WEBHOOK_SECRET and STANDARD_WEBHOOK_SECRET are both set: in production STANDARD_WEBHOOK_SECRET wins. "
+                "/webhooks/auth accepts only Standard Webhooks signatures (from the signup-webhook Edge Function) and "
+                "refuses x-webhook-secret, which has no replay window; the service does not use WEBHOOK_SECRET."
+            )
+        return value
+
+    @field_validator("cors_allow_origins")
+    @classmethod
+    def _no_wildcard_origin_in_production(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        if "*" in value and info.data.get("environment") == "production":
+            raise ValueError(
+                "CORS_ALLOW_ORIGINS=* is refused in production: list the frontend's origins, comma-separated"
+            )
+        return value
+
+    @field_validator("admin_api_key")
+    @classmethod
+    def _admin_key_of_its_own(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        service_key = info.data.get("supabase_service_key")
+        if value is not None and service_key is not None and value.get_secret_value() == service_key.get_secret_value():
+            raise ValueError("ADMIN_API_KEY must not be the Supabase service key: generate a key of its own")
         return value
 
 

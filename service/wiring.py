@@ -18,6 +18,7 @@ from litestar.di import Provide
 
 from service.agents.lifecycle import AgentLifecycle
 from service.agents.service import AgentService
+from service.auth.passthrough.service import AuthPassthrough, bucket_limits
 from service.auth.tokens import TokenVerifier
 from service.billing.budgets import Billing
 from service.billing.reconcile import CostReconciler
@@ -46,6 +47,7 @@ class Services:
     chat: ChatService
     agents: AgentService
     costs: CostReconciler
+    passthrough: AuthPassthrough | None  # None while AUTH_PASSTHROUGH_ENABLED is off
 
 
 def build_services(settings: Settings, http: httpx.AsyncClient, db: Database) -> Services:
@@ -76,7 +78,12 @@ def build_services(settings: Settings, http: httpx.AsyncClient, db: Database) ->
     chat = ChatService(db, letta, billing, settings, rate_limiter, provisioner)
     agents = AgentService(letta, lifecycle, chat, billing)
     costs = CostReconciler(db, litellm, billing, settings)
-    return Services(settings, http, db, tokens, letta, litellm, rate_limiter, billing, provisioner, chat, agents, costs)
+    passthrough = None
+    if settings.auth_passthrough_enabled:
+        passthrough = AuthPassthrough.from_settings(settings, PostgresRateLimiter(db, bucket_limits(settings)))
+    return Services(
+        settings, http, db, tokens, letta, litellm, rate_limiter, billing, provisioner, chat, agents, costs, passthrough
+    )
 
 
 def lifespan(settings: Settings) -> Callable[[Litestar], Any]:

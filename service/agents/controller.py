@@ -62,6 +62,8 @@ class AgentController(Controller):
     @patch(
         "/memory",
         summary="Replace the human and/or persona block (each within its limit)",
+        # Two 5000-character blocks, JSON-escaped (non-ASCII as \u escapes by many clients): up to ~120 KB.
+        request_max_body_size=128 * 1024,
         guards=[rate_limit(MEMORY_BUCKET)],
         responses={
             200: ok(AgentMemory, "Updated memory", {**MEMORY_EXAMPLE, "archival_results": None}),
@@ -90,14 +92,17 @@ class AgentController(Controller):
         guards=[rate_limit(MEMORY_BUCKET)],
         responses={
             200: ok(ResetResult, "Replaced", RESET_EXAMPLE),
-            409: documented(turn_in_progress()),
+            409: documented(
+                turn_in_progress(), "A reply is being written (or `reset_in_progress`: another reset runs)"
+            ),
             429: MEMORY_RATE_LIMITED,
         },
     )
     async def reset(
         self,
-        data: Annotated[ResetRequest, body_example("Keep core memory", {"keep_memory": True})],
         profile: NamedDependency[ReadyProfile],
         agents: NamedDependency[AgentService],
+        data: Annotated[ResetRequest | None, body_example("Keep core memory", {"keep_memory": True})] = None,
     ) -> ResetResult:
-        return await agents.reset(profile, keep_memory=data.keep_memory)
+        # No body is the default reset (keep_memory false), not a validation error.
+        return await agents.reset(profile, keep_memory=data.keep_memory if data else False)

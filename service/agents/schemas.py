@@ -19,7 +19,6 @@ class AgentStatus(msgspec.Struct, kw_only=True):
     model: str | None
     last_active_at: datetime | None
     provisioning_attempts: int
-    provisioning_error: str | None
     letta: LettaStatus
 
 

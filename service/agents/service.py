@@ -12,7 +12,7 @@ import uuid
 from service.agents.lifecycle import AgentLifecycle
 from service.agents.schemas import AgentMemory, AgentStatus, ArchivalHit, LettaStatus, MemoryBlock, ResetResult
 from service.billing.budgets import Billing, ensure_within_budget
-from service.chat.service import ChatService
+from service.chat.service import RESET_HOLDER, ChatService
 from service.clients.errors import UpstreamError
 from service.clients.letta import LettaClient
 from service.errors import DomainError
@@ -49,7 +49,6 @@ class AgentService:
             model=profile.model,
             last_active_at=profile.last_active_at,
             provisioning_attempts=profile.provisioning_attempts,
-            provisioning_error=profile.provisioning_error,
             letta=LettaStatus(reachable=health["ok"], latency_ms=health["latency_ms"], agent_found=agent_found),
         )
 
@@ -95,7 +94,7 @@ class AgentService:
     async def reset(self, profile: ReadyProfile, *, keep_memory: bool) -> ResetResult:
         """Replace the agent with a fresh one, under the chat lease (no turn may talk to an agent being
         replaced) and the provisioning claim (the only way ``letta_agent_id`` is written)."""
-        lease = await self.chat.acquire_lease(profile.id, holder="agent-reset")
+        lease = await self.chat.acquire_lease(profile.id, holder=RESET_HOLDER)
         try:
             claim = await provisioning_store.claim(self.lifecycle.db, profile.id, active=True)
             if claim is None:  # provisioning holds the profile: it is not ready for a reset

@@ -10,7 +10,8 @@ from litestar.di import NamedDependency
 
 from service.auth.tokens import Principal
 from service.db import Database
-from service.users.profiles import get_profile
+from service.errors import account_deleted
+from service.users.profiles import account_exists, get_profile
 from service.users.schemas import ProfileOut
 from service.web.examples import PROFILE_EXAMPLE, USER_ID
 from service.web.openapi import ok, problem
@@ -66,12 +67,14 @@ class AuthController(Controller):
                     "profile": PROFILE_EXAMPLE,
                 },
             ),
-            401: problem(401, "token has expired"),
+            401: problem(401, "token has expired", "An invalid token, or an account that has been deleted"),
         },
     )
     async def me(self, request: Request[Principal, str, Any], db: NamedDependency[Database]) -> MeResponse:
         principal = request.user
         profile = await get_profile(db, principal.user_id) if principal.user_id else None
+        if principal.user_id and profile is None and not await account_exists(db, principal.user_id):
+            raise account_deleted()  # as every other route says: the token outlived the account
         claims = {k: principal.claims[k] for k in _PUBLIC_CLAIMS if k in principal.claims}
         user_id = str(principal.user_id) if principal.user_id else None
         return MeResponse(

@@ -1,7 +1,7 @@
 """Dependencies that resolve the caller's own profile: the only way a route reaches an agent.
 
 A user whose agent is not ready yet nudges provisioning (a lost webhook is covered that way) and is told to
-retry; a user whose account was deleted while their access token is still valid is told so.
+retry; a user whose account was deleted, or is banned, while their access token is still valid is told so.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from service.auth.tokens import Principal
 from service.db import Database
 from service.errors import DomainError, account_deleted, agent_not_ready, not_a_user
 from service.provisioning.service import Provisioner
+from service.settings import Settings
+from service.users.accounts import check_account_state
 from service.users.profiles import ProfileRow, ReadyProfile, account_exists, get_profile
 
 
@@ -34,21 +36,26 @@ async def _profile_or_nudge(
     if profile is None:
         if not await account_exists(db, user_id):
             raise account_deleted()
-        provisioner.schedule(user_id)
+        provisioner.nudge(user_id)
     return profile
 
 
 async def provide_ready_profile(
-    request: Request[Principal, Any, Any], db: NamedDependency[Database], provisioner: NamedDependency[Provisioner]
+    request: Request[Principal, Any, Any],
+    db: NamedDependency[Database],
+    provisioner: NamedDependency[Provisioner],
+    settings: NamedDependency[Settings],
 ) -> ReadyProfile:
     """The caller's profile with an active agent; otherwise provisioning is nudged and the answer is 503."""
     user_id = require_user(request.user)
     profile = await _profile_or_nudge(db, provisioner, user_id)
+    if profile is not None:
+        check_account_state(profile, settings)
     ready = profile.as_ready() if profile is not None else None
     if ready is not None:
         return ready
     if profile is not None:
-        provisioner.schedule(user_id)
+        provisioner.nudge(user_id)
     raise agent_not_ready(profile.agent_status if profile else None)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -31,6 +32,16 @@ async def export_json(db: Database, user_id: uuid.UUID) -> AsyncIterator[bytes]:
     yield b"]}"
 
 
+# A line that Markdown would read as a heading, a thematic break or a setext underline: a message could
+# otherwise forge the exporter's own "### Assistant · <date>" headings.
+_BLOCK_START = re.compile(r"^( {0,3})(#|=+\s*$|-{3,}\s*$|\*{3,}\s*$|_{3,}\s*$)", re.MULTILINE)
+
+
+def markdown_text(content: str) -> str:
+    """A message's text, with what would start a Markdown heading or rule escaped (shown as typed)."""
+    return _BLOCK_START.sub(lambda m: f"{m.group(1)}\\{m.group(2)}", content)
+
+
 async def export_markdown(db: Database, user_id: uuid.UUID) -> AsyncIterator[bytes]:
     yield f"# Chat export\n\nExported {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.\n".encode()
     async for batch in _messages(db, user_id):
@@ -38,5 +49,5 @@ async def export_markdown(db: Database, user_id: uuid.UUID) -> AsyncIterator[byt
         for m in batch:
             who = "You" if m.role == "user" else "Assistant"
             note = "" if m.status == "complete" else f" _({m.status})_"
-            lines.append(f"\n### {who} · {m.created_at:%Y-%m-%d %H:%M:%S}{note}\n\n{m.content}\n")
+            lines.append(f"\n### {who} · {m.created_at:%Y-%m-%d %H:%M:%S}{note}\n\n{markdown_text(m.content)}\n")
         yield "".join(lines).encode()

@@ -84,6 +84,7 @@ class TurnRecorder:
             cost,
             ids.model,
             result.letta_message_id,
+            (result.error_code or "agent_error") if failed else None,
         )
         for attempt in range(1, STORE_ATTEMPTS + 1):
             try:

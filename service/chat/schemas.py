@@ -22,6 +22,7 @@ class ChatMessage(msgspec.Struct, kw_only=True):
     role: str
     content: str
     status: str
+    error_code: str | None  # a failed turn's code (README, "Problem codes")
     prompt_tokens: int | None
     completion_tokens: int | None
     tokens_used: int | None

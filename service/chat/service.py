@@ -36,15 +36,17 @@ from service.clients.errors import UpstreamError
 from service.clients.letta import LettaClient
 from service.clients.letta_stream import LettaStream
 from service.db import Database
-from service.errors import account_deleted, agent_not_ready
+from service.errors import DomainError, account_deleted, agent_not_ready
 from service.provisioning.service import Provisioner
 from service.rate_limit import CHAT_BUCKET, PostgresRateLimiter
 from service.settings import Settings
+from service.users.accounts import check_account_state
 from service.users.profiles import ReadyProfile, profile_from
 
 logger = logging.getLogger("service.chat")
 
 LEASE_RENEW_SECONDS = 5.0
+RESET_HOLDER = "agent-reset"  # the lease's holder while an agent reset runs
 CANCEL_WAIT_SECONDS = 2.0  # how long a cancel waits for another replica to store the turn it stopped
 
 
@@ -162,12 +164,14 @@ class ChatService:
         if not decision.allowed:
             raise decision.error()
         row_profile = profile_from(row)
+        if row_profile is not None:
+            check_account_state(row_profile, self.settings)  # no lease was taken for a banned user
         profile = row_profile.as_ready() if row_profile else None
         if profile is None:
-            self.provisioner.schedule(user_id)  # on demand: covers a lost webhook
+            self.provisioner.nudge(user_id)  # on demand: covers a lost webhook
             raise agent_not_ready(row_profile.agent_status if row_profile else None)
         if row["user_message_id"] is None:
-            raise turn_in_progress()
+            raise await self._busy(user_id)
         return profile, turn_id
 
     # -- the per-user lease, also held by an agent reset ----------------------------------------------------
@@ -175,8 +179,13 @@ class ChatService:
         """Take the user's one-at-a-time lease (``turn_in_progress`` if a live one exists); returns its id."""
         lease_id = uuid.uuid4()
         if not await store.take_lease(self.db, user_id, lease_id, holder or self.holder):
-            raise turn_in_progress()
+            raise await self._busy(user_id)
         return lease_id
+
+    async def _busy(self, user_id: uuid.UUID) -> DomainError:
+        """Why the user's lease is taken (read only on this refusal path): a reply, or an agent reset."""
+        holder = await self.db.fetchval(store.LEASE_HOLDER, user_id)
+        return DomainError("reset_in_progress") if holder == RESET_HOLDER else turn_in_progress()
 
     async def release_lease(self, user_id: uuid.UUID, lease_id: uuid.UUID) -> None:
         await store.release_lease(self.db, user_id, lease_id)

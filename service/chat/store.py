@@ -16,7 +16,7 @@ import asyncpg
 
 from service.db import Database
 from service.errors import DomainError
-from service.users.profiles import PROFILE_COLUMNS, READY_SQL
+from service.users.profiles import PROFILE_SELECT, READY_SQL
 
 LEASE_SECONDS = 30
 
@@ -39,7 +39,7 @@ TAKE_LEASE = _TAKE_LEASE.format(condition="")
 # message's id (chosen by the service, so that Letta's request can carry it as its otid before this returns).
 BEGIN_TURN = f"""
     with hit as (select * from private.rate_limit_hit($1, $6, $7, $8)),
-    profile as (select {PROFILE_COLUMNS} from public.user_profiles where id = $1),
+    profile as ({PROFILE_SELECT} where p.id = $1),
     lease as ({_TAKE_LEASE.format(condition=f"from hit, profile where hit.allowed and {READY_SQL}")}),
     message as (
         insert into public.messages (id, user_id, turn_id, role, content, status)
@@ -53,13 +53,14 @@ BEGIN_TURN = f"""
 
 
 # A finished turn, stored in one statement, once: only while its user message is still pending (the replica
-# that ran it and a recovery may both try). $1 user message, $2 its status, $3 error (both messages), $4 run id,
+# that ran it and a recovery may both try). $1 user message, $2 its status, $3 the upstream's error text (kept
+# privately, for both messages), $16 the error's code (public), $4 run id,
 # $5 user, $6 turn, $7 keep the reply, $8 reply text, $9 reply status, $10-$12 prompt/completion/total tokens,
 # $13 cost (an estimate until reconciled: cost_final false on the message that carries it), $14 model,
 # $15 Letta message id.
 STORE_TURN = """
     with user_message as (
-        update public.messages set status = $2, error = $3, letta_run_id = coalesce($4, letta_run_id),
+        update public.messages set status = $2, error_code = $16, letta_run_id = coalesce($4, letta_run_id),
             prompt_tokens = case when $7::boolean then null else $10::integer end,
             completion_tokens = case when $7 then null else $11::integer end,
             tokens_used = case when $7 then null else $12::integer end,
@@ -69,11 +70,16 @@ STORE_TURN = """
         returning id
     ),
     reply as (
-        insert into public.messages (user_id, turn_id, role, content, status, error, prompt_tokens,
+        insert into public.messages (user_id, turn_id, role, content, status, error_code, prompt_tokens,
             completion_tokens, tokens_used, cost, cost_final, model, letta_run_id, letta_message_id)
-        select $5, $6, 'assistant', $8, $9, $3, $10, $11, $12, $13, false, $14, $4, $15
+        select $5, $6, 'assistant', $8, $9, $16, $10, $11, $12, $13, false, $14, $4, $15
         from user_message where $7
         returning id
+    ),
+    error_detail as (
+        insert into private.message_errors (message_id, detail)
+        select id, $3::text from (select id from user_message union all select id from reply) failed
+        where $3::text is not null
     ),
     usage as (
         insert into public.usage_metrics (user_id, date, total_messages, prompt_tokens, completion_tokens,
@@ -123,12 +129,13 @@ REQUEST_CANCEL = """
     returning l.turn_id, l.letta_run_id, p.letta_agent_id
 """
 
+LEASE_HOLDER = "select holder from private.chat_turn_leases where user_id = $1 and expires_at > now()"
 LEASE_HELD = "select exists (select 1 from private.chat_turn_leases where user_id = $1 and turn_id = $2)"
 
-# The message columns the history and the export return (not ``error``: the upstream's words stay private).
+# The message columns the history and the export return (an error's code; its upstream text is private).
 MESSAGE_COLUMNS = (
-    "id, turn_id, role, content, status, prompt_tokens, completion_tokens, tokens_used, cost, cost_final, model, "
-    "created_at"
+    "id, turn_id, role, content, status, error_code, prompt_tokens, completion_tokens, tokens_used, cost, "
+    "cost_final, model, created_at"
 )
 
 

@@ -12,6 +12,12 @@ Browsers cannot set headers on a WebSocket, so the client authenticates in its f
 A refused message is ``{"type": "error", "code": ..., "message": ..., "status": ...}`` (the HTTP status the
 same problem has over SSE/JSON) and leaves the socket open; a failure inside a turn is the turn's ``error``
 event (no status), followed by its ``done``. A turn keeps running and is stored if the socket drops.
+
+Frames are JSON in text frames, or in binary frames as UTF-8. Limits: a first frame over 16 KiB, or any frame
+over 256 KiB, closes the socket with 1009 (before it is buffered: see ``service.web.server``); past ``WS_MAX_SOCKETS``
+open sockets in this replica a new one gets an error frame ``too_many_sockets`` (503) and close 1013, and a
+user's socket past ``WS_MAX_SOCKETS_PER_USER`` gets ``too_many_sockets`` (429) and close 4429 once it has
+authenticated.
 """
 
 from __future__ import annotations
@@ -20,12 +26,15 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any, Literal
+import uuid
+from collections import Counter
+from typing import Any, Literal, cast
 
 import msgspec
 from litestar import WebSocket, websocket
 from litestar.di import NamedDependency
 from litestar.exceptions import NotAuthorizedException, WebSocketDisconnect
+from litestar.types import WebSocketDisconnectEvent, WebSocketReceiveEvent
 
 from service.auth.middleware import authenticate_token
 from service.auth.tokens import Principal, TokenVerifier
@@ -41,8 +50,42 @@ logger = logging.getLogger("service.chat")
 
 AUTH_TIMEOUT_SECONDS = 10.0
 MAX_FRAME_BYTES = 256 * 1024
+MAX_FIRST_FRAME_BYTES = 16 * 1024  # the auth frame: a socket not yet authenticated is held to this (web/server.py)
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_TOO_LARGE = 1009
+CLOSE_TRY_AGAIN_LATER = 1013  # this replica has WS_MAX_SOCKETS open
+CLOSE_TOO_MANY_SOCKETS = 4429  # this user has WS_MAX_SOCKETS_PER_USER open
+
+
+class OpenSockets:
+    """The chat sockets open in this process (one replica): in all, and per signed-in user."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.per_user: Counter[uuid.UUID] = Counter()
+
+    def open(self, limit: int) -> bool:
+        if self.total >= limit:
+            return False
+        self.total += 1
+        return True
+
+    def close(self) -> None:
+        self.total -= 1
+
+    def open_for(self, user_id: uuid.UUID, limit: int) -> bool:
+        if self.per_user[user_id] >= limit:
+            return False
+        self.per_user[user_id] += 1
+        return True
+
+    def close_for(self, user_id: uuid.UUID) -> None:
+        self.per_user[user_id] -= 1
+        if self.per_user[user_id] <= 0:
+            del self.per_user[user_id]
+
+
+OPEN_SOCKETS = OpenSockets()
 
 
 class ClientFrame(msgspec.Struct, forbid_unknown_fields=True):
@@ -59,6 +102,10 @@ class ChatSocket:
         self.chat = chat
         self.tokens = tokens
         self.max_message_bytes = settings.chat_max_message_bytes
+        self.max_sockets = settings.ws_max_sockets
+        self.max_sockets_per_user = settings.ws_max_sockets_per_user
+        self.counted = False  # in OPEN_SOCKETS.total
+        self.counted_for: uuid.UUID | None = None  # in OPEN_SOCKETS.per_user
         self.principal: Principal | None = None
         self.turn: Turn | None = None
         self.forwarder: asyncio.Task[None] | None = None
@@ -75,21 +122,31 @@ class ChatSocket:
         await self.send({"type": "error", "code": code, "message": message, "status": status, **extra})
 
     async def receive(self) -> ClientFrame | None:
-        raw = await self.socket.receive_data(mode="text")
-        if len(raw) > MAX_FRAME_BYTES:
+        event = cast("WebSocketReceiveEvent | WebSocketDisconnectEvent", await self.socket.receive())
+        if event["type"] == "websocket.disconnect":
+            raise WebSocketDisconnect(detail="disconnect event", code=event["code"])
+        # A text frame, or a binary one holding the same JSON as UTF-8.
+        text, data = event.get("text"), event.get("bytes")
+        raw: str | bytes = text if text is not None else data or b""
+        if len(raw) > MAX_FRAME_BYTES:  # uvicorn refuses these first (ws_max_size); this holds under any server
             await self.socket.close(code=CLOSE_TOO_LARGE, reason="frame too large")
             raise WebSocketDisconnect(detail="frame too large")
         try:
             return msgspec.json.decode(raw, type=ClientFrame)
         except msgspec.DecodeError as exc:
             await self.error("invalid_message", f"not a valid frame: {exc}", 400)
-            return None
+        except UnicodeDecodeError:
+            await self.error("invalid_message", "not a valid frame: a binary frame must hold UTF-8 JSON", 400)
+        return None
 
     async def authenticate(self, token: str | None) -> bool:
         try:
             principal = await authenticate_token(token or "", self.tokens, None)
         except NotAuthorizedException as exc:
             await self.error("unauthorized", exc.detail, 401)
+            return False
+        except DomainError as exc:  # the JWKS cannot be fetched (jwks_unavailable, with retry_after)
+            await self.send(error_frame(exc))
             return False
         if principal.user_id is None or (self.principal and principal.user_id != self.principal.user_id):
             await self.error("unauthorized", "the token must belong to the same signed-in user", 401)
@@ -103,6 +160,12 @@ class ChatSocket:
 
     async def run(self) -> None:
         await self.socket.accept()
+        self.counted = OPEN_SOCKETS.open(self.max_sockets)
+        if not self.counted:
+            logger.warning("WebSocket refused: WS_MAX_SOCKETS open", extra={"limit": self.max_sockets})
+            await self.error("too_many_sockets", "this server has too many open sockets; retry shortly", 503)
+            await self.socket.close(code=CLOSE_TRY_AGAIN_LATER, reason="too many sockets")
+            return
         try:
             first = await asyncio.wait_for(self.receive(), AUTH_TIMEOUT_SECONDS)
         except TimeoutError:
@@ -111,7 +174,17 @@ class ChatSocket:
         if first is None or first.type != "auth" or not await self.authenticate(first.token):
             await self.socket.close(code=CLOSE_UNAUTHORIZED, reason="authentication failed")
             return
-        assert self.principal is not None
+        assert self.principal is not None and self.principal.user_id is not None
+        if not OPEN_SOCKETS.open_for(self.principal.user_id, self.max_sockets_per_user):
+            await self.error(
+                "too_many_sockets",
+                f"you have {self.max_sockets_per_user} sockets open; close one and retry",
+                429,
+                limit=self.max_sockets_per_user,
+            )
+            await self.socket.close(code=CLOSE_TOO_MANY_SOCKETS, reason="too many sockets for this user")
+            return
+        self.counted_for = self.principal.user_id
         await self.send({"type": "ready", "user_id": str(self.principal.user_id)})
         while True:
             frame = await self.receive()
@@ -173,6 +246,13 @@ class ChatSocket:
             self.turn = None
 
     async def close(self) -> None:
+        # On every way out of run(): the socket's places are given back first, before anything can be awaited.
+        if self.counted_for is not None:
+            OPEN_SOCKETS.close_for(self.counted_for)
+            self.counted_for = None
+        if self.counted:
+            OPEN_SOCKETS.close()
+            self.counted = False
         # The turn itself is not cancelled: it finishes and is stored without a listener.
         if self.forwarder is not None:
             self.forwarder.cancel()

@@ -47,6 +47,10 @@ def _backoff_seconds(attempts: int) -> float:
     return backoff_delay(attempts + 1, 1.0, 60.0, floor=0.5)
 
 
+class AnonymousRefused(Exception):
+    """An anonymous user, and ANONYMOUS_USERS=refuse."""
+
+
 class Provisioner:
     def __init__(
         self,
@@ -64,9 +68,14 @@ class Provisioner:
         self._running: dict[uuid.UUID, asyncio.Task[None]] = {}
 
     # -- entry points -----------------------------------------------------------------------------------
-    def schedule(self, user_id: uuid.UUID, *, force: bool = True) -> None:
-        """Provision in the background; a second call while one runs in this process is a no-op."""
-        self._spawn(user_id, self.provision(user_id, force=force))
+    def schedule(self, user_id: uuid.UUID) -> None:
+        """Provision now, whatever the schedule (a signup webhook); a second call while one runs here is a no-op."""
+        self._spawn(user_id, self.provision(user_id, force=True))
+
+    def nudge(self, user_id: uuid.UUID) -> None:
+        """Provision if an attempt is due (a request from a user who is not active yet): it never bypasses the
+        backoff or the failed cooldown, so polling clients cannot turn into a storm of attempts."""
+        self._spawn(user_id, self.provision(user_id, force=False))
 
     def schedule_deprovision(self, user_id: uuid.UUID) -> None:
         self._spawn(user_id, self.deprovision(user_id))
@@ -99,6 +108,13 @@ class Provisioner:
             return "lost"
         except UpstreamError as exc:
             return await self._record_failure(claim, exc)
+        except AnonymousRefused:
+            # ANONYMOUS_USERS=refuse: nothing is created. A user who links an identity (no longer anonymous) is
+            # provisioned by the reconciler after the cooldown.
+            return await self._record_failure(
+                claim, UpstreamError("service", "anonymous users are refused", transient=False)
+            )
+        await self.db.execute(store.CLEAR_FAILURE, user_id)
         logger.info("user provisioned", extra={"user_id": str(user_id), "attempts": claim.attempts})
         return "active"
 
@@ -110,7 +126,7 @@ class Provisioner:
         agent_id = await self.agents.ensure(claim)
         await self._update(
             claim,
-            "agent_status = 'active', provisioning_error = null, provisioning_attempts = 0, "
+            "agent_status = 'active', provisioning_attempts = 0, "
             "provisioning_claim = null, provisioning_claimed_until = null, letta_provider_id = $3, "
             "letta_agent_id = $4, model = $5, litellm_user_id = $6",
             provider_id,
@@ -124,10 +140,12 @@ class Provisioner:
         if stored:
             return str(stored), False
         s = self.settings
+        anonymous = bool(await self.db.fetchval(store.IS_ANONYMOUS, claim.user_id))
+        if anonymous and s.anonymous_users == "refuse":
+            raise AnonymousRefused
+        budget = s.anonymous_budget if anonymous else s.user_default_budget
         key = await with_retries(
-            lambda: self.litellm.ensure_user_key(
-                str(claim.user_id), s.user_default_budget, s.user_budget_duration, claim.email
-            )
+            lambda: self.litellm.ensure_user_key(str(claim.user_id), budget, s.user_budget_duration, claim.email)
         )
         # Store before anything else can fail: a retry must reuse this key, not mint another.
         await self.db.execute(store.STORE_KEY, claim.user_id, key)

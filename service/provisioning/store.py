@@ -66,15 +66,25 @@ from auth.users u where u.id = $1
 on conflict (id) do nothing
 """
 
+IS_ANONYMOUS = "select is_anonymous from auth.users where id = $1"
 STORED_KEY = "select litellm_key from private.litellm_keys where user_id = $1"
 STORE_KEY = "insert into private.litellm_keys (user_id, litellm_key) values ($1, $2) on conflict (user_id) do nothing"
 AGENT_STATUS = "select agent_status from public.user_profiles where id = $1"
 
+# A failed attempt: the status and the next attempt's time on the profile, the upstream's words privately.
 RECORD_FAILURE = """
-update public.user_profiles set agent_status = $3, provisioning_error = $4, provisioning_claim = null,
-    provisioning_claimed_until = null, next_provisioning_at = now() + make_interval(secs => $5)
-where id = $1 and provisioning_claim = $2
+with profile as (
+    update public.user_profiles set agent_status = $3, provisioning_claim = null,
+        provisioning_claimed_until = null, next_provisioning_at = now() + make_interval(secs => $5)
+    where id = $1 and provisioning_claim = $2
+    returning id
+)
+insert into private.provisioning_errors (user_id, detail)
+select id, $4 from profile
+on conflict (user_id) do update set detail = excluded.detail, recorded_at = now()
 """
+
+CLEAR_FAILURE = "delete from private.provisioning_errors where user_id = $1"
 
 DUE_PROFILES = """
 select id from public.user_profiles where agent_status <> 'active' and next_provisioning_at <= now()

@@ -12,8 +12,18 @@ from service.clients.supabase_admin import delete_auth_user
 from service.errors import DomainError
 from service.provisioning.service import Provisioner
 from service.settings import Settings
+from service.users.profiles import ProfileRow
 
 logger = logging.getLogger("service.users")
+
+
+def check_account_state(profile: ProfileRow, settings: Settings) -> None:
+    """Supabase Auth's account states the service honours: a banned user (``banned_until`` in the future; their
+    access tokens stay valid until they expire) is refused, and so is an anonymous one if so configured."""
+    if profile.banned:
+        raise DomainError("account_banned")
+    if profile.is_anonymous and settings.anonymous_users == "refuse":
+        raise DomainError("anonymous_not_allowed")
 
 
 async def delete_account(

@@ -23,15 +23,17 @@ class ProfileRow(msgspec.Struct, kw_only=True):
     letta_agent_id: str | None
     model: str | None
     provisioning_attempts: int
-    provisioning_error: str | None
     last_active_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    # From Supabase Auth's row: a ban (banned_until in the future) and an anonymous sign-in.
+    banned: bool
+    is_anonymous: bool
 
     @property
     def ready(self) -> bool:
         """The agent can chat. ``READY_SQL`` says the same for statements that decide it in the database."""
-        return self.agent_status == "active" and bool(self.letta_agent_id)
+        return self.agent_status == "active" and bool(self.letta_agent_id) and not self.banned
 
     def as_ready(self) -> ReadyProfile | None:
         if not self.ready or self.letta_agent_id is None:
@@ -51,21 +53,24 @@ class ReadyProfile(msgspec.Struct, frozen=True, kw_only=True):
     model: str | None
 
 
-PROFILE_COLUMNS = ", ".join(ProfileRow.__struct_fields__)
-READY_SQL = "agent_status = 'active' and letta_agent_id is not null"
+# The profile with its Supabase Auth state; a statement adds "where p.id = $n".
+PROFILE_SELECT = (
+    "select p.id, p.email, p.display_name, p.agent_status, p.letta_agent_id, p.model, p.provisioning_attempts, "
+    "p.last_active_at, p.created_at, p.updated_at, coalesce(u.banned_until > now(), false) as banned, "
+    "u.is_anonymous from public.user_profiles p join auth.users u on u.id = p.id"
+)
+READY_SQL = "agent_status = 'active' and letta_agent_id is not null and not banned"
 
 
 def profile_from(row: asyncpg.Record | None) -> ProfileRow | None:
-    """The profile in a row that holds ``PROFILE_COLUMNS`` (all null when there is no profile)."""
+    """The profile in a row that holds ``PROFILE_SELECT``'s columns (all null when there is no profile)."""
     if row is None or row["id"] is None:
         return None
     return ProfileRow(**{name: row[name] for name in ProfileRow.__struct_fields__})
 
 
 async def get_profile(db: Database | asyncpg.Connection[Any], user_id: uuid.UUID) -> ProfileRow | None:
-    return profile_from(
-        await db.fetchrow(f"select {PROFILE_COLUMNS} from public.user_profiles where id = $1", user_id)  # noqa: S608
-    )
+    return profile_from(await db.fetchrow(f"{PROFILE_SELECT} where p.id = $1", user_id))
 
 
 async def account_exists(db: Database | asyncpg.Connection[Any], user_id: uuid.UUID) -> bool:

@@ -25,6 +25,7 @@ MESSAGE_EXAMPLE = {
     "role": "assistant",
     "content": "Got it, I will remember that your cat is Miso.",
     "status": "complete",
+    "error_code": None,
     "prompt_tokens": 812,
     "completion_tokens": 14,
     "tokens_used": 826,
@@ -81,7 +82,6 @@ AGENT_STATUS_EXAMPLE = {
     "model": "gpt-4o-mini",
     "last_active_at": "2026-11-21T10:15:02Z",
     "provisioning_attempts": 0,
-    "provisioning_error": None,
     "letta": {"reachable": True, "latency_ms": 3.2, "agent_found": True},
 }
 RESET_EXAMPLE = {

@@ -12,12 +12,14 @@ import time
 from typing import Any
 
 import asyncpg
-from litestar import Controller, Response, get
+from litestar import Controller, Request, Response, get
 from litestar.di import NamedDependency
 
+from service.auth.middleware import same_secret
 from service.clients.letta import LettaClient
 from service.clients.litellm import LiteLLMClient
 from service.db import Database
+from service.settings import Settings
 from service.web.openapi import ok
 
 
@@ -30,6 +32,12 @@ async def _database(pool: Database) -> dict[str, Any]:
         result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
     result["latency_ms"] = round((time.perf_counter() - started) * 1000, 1)
     return {"database": result}
+
+
+def _is_admin_key(authorization: str | None, settings: Settings) -> bool:
+    scheme, _, token = (authorization or "").partition(" ")
+    key = settings.admin_api_key
+    return key is not None and scheme.lower() == "bearer" and same_secret(token.strip(), key.get_secret_value())
 
 
 class HealthController(Controller):
@@ -47,7 +55,11 @@ class HealthController(Controller):
 
     @get(
         "/ready",
-        summary="Readiness: database, Letta and LiteLLM each reported with latency",
+        summary="Readiness: database, Letta and LiteLLM each up or down (latency and errors with the admin key)",
+        description=(
+            "Public: whether each dependency answers. With `Authorization: Bearer <ADMIN_API_KEY>` also each "
+            "check's latency and, for a dependency that is down, its error (which can name internal hosts)."
+        ),
         responses={
             200: ok(
                 dict[str, Any],
@@ -82,12 +94,16 @@ class HealthController(Controller):
     )
     async def ready(
         self,
+        request: Request[Any, Any, Any],
         db: NamedDependency[Database],
         letta: NamedDependency[LettaClient],
         litellm: NamedDependency[LiteLLMClient],
+        settings: NamedDependency[Settings],
     ) -> Response[dict[str, Any]]:
         checks: dict[str, Any] = {}
         for part in await asyncio.gather(_database(db), letta.health(), litellm.health()):
             checks.update(part)
         ok = all(check["ok"] for check in checks.values())
+        if not _is_admin_key(request.headers.get("authorization"), settings):
+            checks = {name: {"ok": check["ok"]} for name, check in checks.items()}
         return Response({"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503)

@@ -7,14 +7,16 @@ examples are all made from it. Controllers may also raise ``ProblemError`` direc
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
 from litestar import Request, Response
+from litestar.enums import ScopeType
 from litestar.exceptions import ClientException, HTTPException, ValidationException
-from litestar.types import ExceptionHandlersMap
+from litestar.types import ExceptionHandlersMap, Message, Scope
 
 from service.db import DATABASE_UNAVAILABLE
 from service.errors import DomainError
@@ -37,8 +39,24 @@ class ErrorSpec:
 _PHRASE = {status.value: status.phrase for status in HTTPStatus}
 
 ERRORS: dict[str, ErrorSpec] = {
+    # Authentication and admin access
+    "admin_only": ErrorSpec(
+        403,
+        _PHRASE[403],
+        "only an admin can do this: Authorization: Bearer <ADMIN_API_KEY>, or a user whose app_metadata.role is admin",
+    ),
+    "service_role_refused": ErrorSpec(
+        403, _PHRASE[403], "the Supabase service role is not accepted here; admin routes take ADMIN_API_KEY"
+    ),
+    "jwks_unavailable": ErrorSpec(
+        503, _PHRASE[503], "access tokens cannot be verified right now (signing keys unreachable); retry", 5
+    ),
     # Accounts and profiles
     "account_deleted": ErrorSpec(401, "Account Deleted", "this account has been deleted; sign in again"),
+    "account_banned": ErrorSpec(403, "Account Suspended", "this account is suspended"),
+    "anonymous_not_allowed": ErrorSpec(
+        403, _PHRASE[403], "anonymous accounts cannot use the assistant; sign up with an email address"
+    ),
     "not_a_user": ErrorSpec(403, _PHRASE[403], "this route acts for a signed-in user; the service role has no agent"),
     "no_profile": ErrorSpec(404, _PHRASE[404], "no profile yet: it is being created", retry_after=5),
     "agent_not_ready": ErrorSpec(
@@ -53,7 +71,20 @@ ERRORS: dict[str, ErrorSpec] = {
         "a reply is still being written; wait for it to finish, or stop it with POST /api/v1/chat/cancel "
         '(or {"type": "cancel"} over the WebSocket)',
     ),
+    # Answered by the server itself (service/web/server.py), before the app sees a request.
+    "bad_request": ErrorSpec(400, _PHRASE[400], "the request is not valid HTTP/1.1"),
+    "request_timeout": ErrorSpec(408, _PHRASE[408], "the request head did not arrive in time"),
+    "uri_too_long": ErrorSpec(414, _PHRASE[414], "the request target is too long"),
+    "headers_too_large": ErrorSpec(431, _PHRASE[431], "the request head is too large"),
+    "server_busy": ErrorSpec(
+        503, _PHRASE[503], "the server has as many connections as it accepts; retry shortly", retry_after=5
+    ),
+    "too_many_sockets": ErrorSpec(429, _PHRASE[429], "too many chat sockets are open"),
+    "cors_refused": ErrorSpec(
+        400, _PHRASE[400], "this cross-origin request is not allowed (origin, method or headers)"
+    ),
     "invalid_cursor": ErrorSpec(400, _PHRASE[400], "before is not a cursor returned by this endpoint"),
+    "reset_in_progress": ErrorSpec(409, "Reset In Progress", "your assistant is being reset; retry in a moment"),
     "no_turn": ErrorSpec(404, _PHRASE[404], "no reply is being written right now"),
     "rate_limited": ErrorSpec(429, _PHRASE[429], "too many requests; retry later"),
     "budget_exceeded": ErrorSpec(402, "Budget Exceeded", "your budget is used up; the reply was stopped"),
@@ -82,6 +113,10 @@ ERRORS: dict[str, ErrorSpec] = {
     "billing_not_ready": ErrorSpec(503, _PHRASE[503], "your billing account is still being set up", retry_after=5),
     "budget_refused": ErrorSpec(
         422, _PHRASE[422], "LiteLLM refused the budget change; check max_budget and budget_duration"
+    ),
+    # The auth pass-through (/api/v1/auth/register|login|refresh)
+    "auth_passthrough_disabled": ErrorSpec(
+        404, _PHRASE[404], "this service does not offer the auth pass-through; use Supabase Auth directly (supabase-js)"
     ),
     # Account deletion
     "deletion_not_configured": ErrorSpec(
@@ -234,3 +269,27 @@ __all__ = [
     "problem_body",
     "sentence",
 ]
+
+
+async def cors_refusal_as_problem(message: Message, scope: Scope) -> None:
+    """``before_send`` hook: Litestar's CORS middleware refuses a preflight with a ``text/plain`` 400 ("Disallowed
+    CORS ..."), outside any handler; it becomes problem details like every other error."""
+    if scope["type"] != ScopeType.HTTP or scope.get("method") != "OPTIONS":
+        return
+    state = scope.setdefault("state", {})
+    if message["type"] == "http.response.start" and message["status"] == 400:
+        headers = dict(message.get("headers", []))
+        if not headers.get(b"content-type", b"").startswith(b"text/plain"):
+            return
+        spec = ERRORS["cors_refused"]
+        body = json.dumps(problem_body(spec.status, spec.title, spec.sentence, scope.get("path"), code="cors_refused"))
+        state["cors_problem"] = body.encode()
+        kept = [(k, v) for k, v in message.get("headers", []) if k not in (b"content-type", b"content-length")]
+        message["headers"] = [
+            *kept,
+            (b"content-type", PROBLEM_JSON.encode()),
+            (b"content-length", str(len(state["cors_problem"])).encode()),
+        ]
+    elif message["type"] == "http.response.body" and "cors_problem" in state:
+        message["body"] = state.pop("cors_problem")
+        message["more_body"] = False

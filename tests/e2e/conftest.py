@@ -74,7 +74,12 @@ class StackClient:
         return user
 
     async def profile(self, user_id: uuid.UUID) -> dict[str, Any] | None:
-        row = await self.db.fetchrow("select * from public.user_profiles where id = $1", user_id)
+        # With the last provisioning failure's upstream text (kept privately) as provisioning_error.
+        row = await self.db.fetchrow(
+            "select p.*, e.detail as provisioning_error from public.user_profiles p "
+            "left join private.provisioning_errors e on e.user_id = p.id where p.id = $1",
+            user_id,
+        )
         return dict(row) if row else None
 
     async def wait_status(self, user_id: uuid.UUID, status: str, timeout: float = 90.0) -> dict[str, Any]:

@@ -17,7 +17,11 @@ pytestmark = pytest.mark.e2e
 
 
 async def stored_turn(client: StackClient, turn_id: str) -> dict[str, dict]:
-    rows = await client.db.fetch("select * from public.messages where turn_id = $1::uuid", turn_id)
+    rows = await client.db.fetch(
+        "select m.*, e.detail as error from public.messages m "
+        "left join private.message_errors e on e.message_id = m.id where m.turn_id = $1::uuid",
+        turn_id,
+    )
     return {row["role"]: dict(row) for row in rows}
 
 

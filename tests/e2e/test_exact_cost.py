@@ -90,10 +90,10 @@ async def test_recorded_cost_equals_litellm_charge_while_letta_summarizes(client
 
     # The budget check sees the whole spend, summarization included: at the budget, nothing more starts.
     spend = await charged(client, user)
-    service_role = {"Authorization": f"Bearer {client.stack.config.service_key}"}
+    admin = {"Authorization": f"Bearer {client.stack.config.admin_api_key}"}
     changed = await client.http.post(
         f"{client.stack.config.service_url}/api/v1/user/budget",
-        headers=service_role,
+        headers=admin,
         json={"user_id": str(user.id), "max_budget": float(spend)},
     )
     assert changed.status_code == 200, changed.text

@@ -3,7 +3,11 @@ forged, expired and wrong-audience tokens get 401 problem details — against th
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
+import sys
 import time
+import uuid
 
 import pytest
 
@@ -16,8 +20,15 @@ pytestmark = pytest.mark.e2e
 async def test_health_reports_every_dependency(client: StackClient) -> None:
     base = client.stack.config.service_url
     assert (await client.http.get(f"{base}/health/live")).json() == {"status": "ok"}
-    ready = await client.http.get(f"{base}/health/ready")
-    assert ready.status_code == 200, ready.text
+    public = await client.http.get(f"{base}/health/ready")
+    assert public.status_code == 200 and public.json()["checks"] == {
+        "database": {"ok": True},
+        "letta": {"ok": True},
+        "litellm": {"ok": True},
+    }, public.text
+    # With the admin key, each check's latency too.
+    admin = {"Authorization": f"Bearer {client.stack.config.admin_api_key}"}
+    ready = await client.http.get(f"{base}/health/ready", headers=admin)
     checks = ready.json()["checks"]
     assert set(checks) == {"database", "letta", "litellm"}
     assert all(check["ok"] and check["latency_ms"] >= 0 for check in checks.values())
@@ -66,3 +77,22 @@ async def test_cors_preflight_allows_configured_origin_only(client: StackClient)
     assert allowed.headers.get("access-control-allow-origin") == "http://localhost:3000"
     denied = await client.http.options(url, headers={**headers, "Origin": "https://evil.example"})
     assert denied.headers.get("access-control-allow-origin") != "https://evil.example"
+
+
+async def test_the_quick_start_user_is_ready_when_its_token_is_printed_and_is_reused(client: StackClient) -> None:
+    """README's quick start pasted as one block: create_user waits for the agent; a second run reuses the user."""
+    email = f"quick-{uuid.uuid4().hex[:8]}@example.com"
+    command = [sys.executable, "-m", "devstack.create_user", "--stack", "test", "--email", email, "--name", "Ann"]
+    first = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr
+    me = await client.http.get(
+        f"{client.stack.config.service_url}/api/v1/auth/me", headers={"Authorization": f"Bearer {first.stdout.strip()}"}
+    )
+    assert me.status_code == 200 and me.json()["profile"]["agent_status"] == "active", me.text
+    second = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, timeout=120)
+    assert second.returncode == 0 and "reusing user" in second.stderr, second.stderr
+    again = await client.http.get(
+        f"{client.stack.config.service_url}/api/v1/auth/me",
+        headers={"Authorization": f"Bearer {second.stdout.strip()}"},
+    )
+    assert again.json()["user_id"] == me.json()["user_id"]

@@ -77,7 +77,8 @@ async def test_letta_down_during_signup_then_back_no_duplicates(client: StackCli
     try:
         user = await client.sign_up("Cy", wait_active=False)
         await client.wait_for(
-            "select provisioning_error from public.user_profiles where id = $1 and provisioning_attempts >= 1",
+            "select e.detail from public.user_profiles p join private.provisioning_errors e on e.user_id = p.id "
+            "where p.id = $1 and p.provisioning_attempts >= 1",
             user.id,
             timeout=60,
         )

@@ -97,6 +97,9 @@ async def test_a_user_without_a_profile_row_gets_it_created_but_a_deleted_one_is
     await db.execute("delete from auth.users where id = $1", user_id)
     response = await client.get("/api/v1/user/profile", headers=headers)
     assert assert_problem(response, 401)["title"] == "Account Deleted"
+    # /auth/me says the same (it answered 200 with profile null).
+    response = await client.get("/api/v1/auth/me", headers=headers)
+    assert assert_problem(response, 401)["code"] == "account_deleted"
 
 
 async def test_the_access_log_has_the_status_the_client_got_for_a_refused_token(
@@ -107,3 +110,61 @@ async def test_the_access_log_has_the_status_the_client_got_for_a_refused_token(
     assert_problem(response, 401)
     logged = [r for r in caplog.records if r.name == "service.access" and r.path == "/api/v1/user/profile"]
     assert [r.status for r in logged] == [401]  # it said 500: the 401 is rendered after the middleware returned
+
+
+async def test_reset_without_a_body_is_the_default_reset_not_a_validation_error(
+    client: AsyncTestClient[Litestar], headers: dict[str, str]
+) -> None:
+    response = await client.post("/api/v1/agent/reset", headers=headers)
+    # Past validation and the profile: Letta is unreachable in these tests, which is the 503 it then gets.
+    assert assert_problem(response, 503)["code"] == "agent_unavailable", response.text
+
+
+async def test_a_reset_colliding_with_a_reset_says_a_reset_runs(
+    client: AsyncTestClient[Litestar], db: asyncpg.Connection[Any], database_url: str, signing_key: SigningKey
+) -> None:
+    user_id, headers = await ready_user(database_url, signing_key)
+    await db.execute(
+        "insert into private.chat_turn_leases (user_id, turn_id, holder, expires_at) "
+        "values ($1, gen_random_uuid(), 'agent-reset', now() + interval '30 seconds')",
+        user_id,
+    )
+    for method, path, body in [
+        ("POST", "/api/v1/agent/reset", {}),
+        ("POST", "/api/v1/chat/message", {"content": "hi"}),
+    ]:
+        response = await client.request(method, path, headers=headers, json=body)
+        assert assert_problem(response, 409)["code"] == "reset_in_progress", (path, response.text)
+
+
+async def test_a_banned_user_is_refused_everywhere_and_nothing_is_stored(
+    client: AsyncTestClient[Litestar], db: asyncpg.Connection[Any], database_url: str, signing_key: SigningKey
+) -> None:
+    user_id, headers = await ready_user(database_url, signing_key)
+    await db.execute("update auth.users set banned_until = now() + interval '1 day' where id = $1", user_id)
+    for method, path, body in [
+        ("GET", "/api/v1/chat/history", None),
+        ("POST", "/api/v1/chat/message", {"content": "let me in"}),
+        ("GET", "/api/v1/agent/memory", None),
+    ]:
+        response = await client.request(method, path, headers=headers, json=body)
+        assert assert_problem(response, 403)["code"] == "account_banned", (path, response.text)
+    assert not await db.fetchval("select exists (select 1 from public.messages where user_id = $1)", user_id)
+    assert not await db.fetchval("select exists (select 1 from private.chat_turn_leases where user_id = $1)", user_id)
+    # A ban that ended is no ban.
+    await db.execute("update auth.users set banned_until = now() - interval '1 second' where id = $1", user_id)
+    assert (await client.get("/api/v1/chat/history", headers=headers)).status_code == 200
+
+
+async def test_a_refused_cors_preflight_is_problem_details(client: AsyncTestClient[Litestar]) -> None:
+    response = await client.options(
+        "/api/v1/chat/message",
+        headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+    )
+    body = assert_problem(response, 400)
+    assert body["code"] == "cors_refused" and "Disallowed" not in response.text
+    allowed = await client.options(
+        "/api/v1/chat/message",
+        headers={"Origin": "http://localhost:3000", "Access-Control-Request-Method": "POST"},
+    )
+    assert allowed.status_code == 204 and allowed.headers["access-control-allow-origin"] == "http://localhost:3000"

@@ -41,7 +41,13 @@ async def provisioner(pool: asyncpg.Pool, database_url: str) -> AsyncIterator[Pr
 
 
 async def profile(pool: asyncpg.Pool, user_id: uuid.UUID) -> dict[str, Any]:
-    return dict(await pool.fetchrow("select * from public.user_profiles where id = $1", user_id))
+    """The profile, with the last failure's upstream text (kept privately) as ``provisioning_error``."""
+    row = await pool.fetchrow(
+        "select p.*, e.detail as provisioning_error from public.user_profiles p "
+        "left join private.provisioning_errors e on e.user_id = p.id where p.id = $1",
+        user_id,
+    )
+    return dict(row)
 
 
 def litellm_new_user(httpx_mock: HTTPXMock, user_id: uuid.UUID, key: str = "sk-user-1") -> None:
@@ -212,3 +218,31 @@ async def test_a_user_deleted_mid_provisioning_gets_cleaned_up_again(
     assert await provisioner.provision(user_id) == "lost"
     # The clean-up is queued again, so the reconciler removes the agent this attempt made.
     assert await pool.fetchval("select exists(select 1 from private.deprovisioning where user_id = $1)", user_id)
+
+
+async def test_an_anonymous_user_gets_the_anonymous_budget(
+    provisioner: Provisioner, pool: asyncpg.Pool, database_url: str, httpx_mock: HTTPXMock
+) -> None:
+    user_id = await sign_up(database_url, "anon@example.com")
+    await pool.execute("update auth.users set is_anonymous = true where id = $1", user_id)
+    litellm_new_user(httpx_mock, user_id)
+    letta_creates(httpx_mock, user_id)
+    assert await provisioner.provision(user_id) == "active"
+    new_user = json.loads(httpx_mock.get_request(url=f"{LITELLM}/user/new").content)
+    assert new_user["max_budget"] == 0.10  # ANONYMOUS_BUDGET's default, not USER_DEFAULT_BUDGET's 10.0
+
+
+async def test_anonymous_users_refused_get_nothing_made(
+    pool: asyncpg.Pool, database_url: str, httpx_mock: HTTPXMock
+) -> None:
+    settings = service_settings(database_url, LETTA_BASE_URL=LETTA, LITELLM_BASE_URL=LITELLM, ANONYMOUS_USERS="refuse")
+    user_id = await sign_up(database_url, "anon2@example.com")
+    await pool.execute("update auth.users set is_anonymous = true where id = $1", user_id)
+    async with httpx.AsyncClient() as http:
+        refusing = Provisioner(
+            pool, LiteLLMClient(http, LITELLM, "sk-master"), LettaClient(http, LETTA, None), settings
+        )
+        assert await refusing.provision(user_id) == "failed"
+    assert httpx_mock.get_requests() == []  # no LiteLLM user, no Letta provider or agent
+    row = await profile(pool, user_id)
+    assert row["agent_status"] == "failed" and "anonymous" in row["provisioning_error"]

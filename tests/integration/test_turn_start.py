@@ -67,7 +67,11 @@ async def test_past_every_check_the_message_is_stored_then_unreachable_letta_is_
     assert response.headers["retry-after"] == "5" and body["turn_id"]
     await assert_documented(client, body, "title", "detail")
     assert await stored(db, user_id) == [("are you there?", "failed")]
-    assert await db.fetchval("select error from public.messages where user_id = $1", user_id)
+    assert await db.fetchval(
+        "select e.detail from private.message_errors e join public.messages m on m.id = e.message_id "
+        "where m.user_id = $1",
+        user_id,
+    )
     assert await lease_of(db, user_id) is None
     assert (await send(client, headers, "again")).status_code == 503  # not a 409: the lease is free
 
@@ -96,7 +100,7 @@ async def test_a_user_whose_agent_is_not_ready_gets_503_stores_nothing_and_provi
     assert await lease_of(db, user_id) is None
     # Provisioning on demand ran (with LiteLLM unreachable here it fails, and says why).
     await wait_until(
-        db, "select provisioning_error from public.user_profiles where id = $1", user_id, what="provisioning's error"
+        db, "select detail from private.provisioning_errors where user_id = $1", user_id, what="provisioning's error"
     )
 
 

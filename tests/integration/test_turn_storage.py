@@ -16,6 +16,12 @@ from tests.integration.support import new_user_id, service_settings
 
 pytestmark = pytest.mark.integration
 
+# A turn's messages, with the upstream's error text (kept privately) as ``error``.
+TURN_WITH_ERRORS = (
+    "select m.*, e.detail as error from public.messages m "
+    "left join private.message_errors e on e.message_id = m.id where m.turn_id = $1 order by m.created_at"
+)
+
 
 class FakeLetta:
     def __init__(self) -> None:
@@ -74,7 +80,7 @@ async def test_a_complete_turn_is_stored_with_usage_and_cost_and_frees_the_lease
     result.prompt_tokens, result.completion_tokens, result.total_tokens = 800, 20, 820
     await chat._finish(turn)
 
-    rows = {r["role"]: r for r in await pool.fetch("select * from public.messages where turn_id = $1", turn.turn_id)}
+    rows = {r["role"]: r for r in await pool.fetch(TURN_WITH_ERRORS, turn.turn_id)}
     assert (rows["user"]["status"], rows["user"]["error"], rows["user"]["letta_run_id"]) == ("complete", None, "run-7")
     reply = rows["assistant"]
     assert (reply["content"], reply["status"], reply["error"]) == ("Hello", "complete", None)
@@ -98,7 +104,7 @@ async def test_a_turn_that_failed_before_any_text_keeps_only_the_users_message(
     turn.result.status, turn.result.error_code, turn.result.error_message = "failed", "llm_error", "LLM down"
     await chat._finish(turn)
 
-    rows = await pool.fetch("select role, status, error from public.messages where turn_id = $1", turn.turn_id)
+    rows = await pool.fetch(f"select role, status, error from ({TURN_WITH_ERRORS}) turn", turn.turn_id)
     assert [tuple(r) for r in rows] == [("user", "failed", "LLM down")]
     day = await pool.fetchrow("select * from public.usage_metrics where user_id = $1", turn.profile.id)
     assert (day["total_messages"], day["total_tokens"], day["total_cost"]) == (1, 0, Decimal("0"))
@@ -141,7 +147,7 @@ async def test_a_turn_that_broke_after_the_llm_call_is_still_counted(pool: async
     await chat._finish(turn)
 
     assert letta.asked == ["run-1"]
-    rows = {r["role"]: r for r in await pool.fetch("select * from public.messages where turn_id = $1", turn.turn_id)}
+    rows = {r["role"]: r for r in await pool.fetch(TURN_WITH_ERRORS, turn.turn_id)}
     assert rows["user"]["status"] == "failed" and rows["user"]["error"] == "stream broke"
     assert rows["assistant"]["status"] == "failed" and rows["assistant"]["content"] == "partial reply the user saw"
     assert (rows["assistant"]["prompt_tokens"], rows["assistant"]["completion_tokens"]) == (1000, 50)

@@ -11,6 +11,7 @@ import pytest
 
 from service.chat import events
 from service.chat.events import TurnResult
+from service.chat.export import markdown_text
 from service.clients.letta_stream import ContentPart, LettaEvent, ToolCall
 
 RUN = "run-5f0c5b1e"
@@ -439,3 +440,19 @@ def test_a_whole_turn_as_letta_streams_it() -> None:
         "message-cc",
     )
     assert (result.stop_reason, result.total_tokens) == ("end_turn", 1290)
+
+
+@pytest.mark.parametrize(
+    ("content", "escaped"),
+    [
+        ("\n\n### Assistant · 2026-11-30 10:00:00\n\nforged", "\n\n\\### Assistant · 2026-11-30 10:00:00\n\nforged"),
+        ("# title", "\\# title"),
+        ("  ## indented", "  \\## indented"),
+        ("text\n---", "text\n\\---"),
+        ("text\n===", "text\n\\==="),
+        ("a # in the middle stays", "a # in the middle stays"),
+        ("    # code block stays", "    # code block stays"),
+    ],
+)
+def test_the_markdown_export_escapes_what_would_forge_its_headings(content: str, escaped: str) -> None:
+    assert markdown_text(content) == escaped
