@@ -34,6 +34,7 @@ logger = logging.getLogger("service.chat.recovery")
 
 GRACE_SECONDS = 2.0  # a message younger than this may be a turn being stored right now
 INTERVAL_SECONDS = 2.0
+RECHECK_SECONDS = 1.5  # a claim on a turn whose run is still going expires this soon, for the next pass
 MAX_RUN_SECONDS = 150.0  # Letta's stream read timeout (120 s) and a margin: a run still going is stuck
 
 # Pending user messages whose lease is gone or expired (for one user with $3, else for all), oldest first.
@@ -107,7 +108,7 @@ class TurnRecovery:
         ids = orphan.ids
         if force and await self.db.fetchval(_SEIZE_LEASE, ids.user_id, ids.turn_id, self.holder, store.LEASE_SECONDS):
             return True
-        return await store.take_lease(self.db, ids.user_id, ids.turn_id, self.holder)
+        return await store.take_lease(self.db, ids.user_id, ids.turn_id, self.holder, recovering=True)
 
     async def _recover(self, orphan: Orphan, *, force: bool) -> bool:
         ids = orphan.ids
@@ -120,7 +121,9 @@ class TurnRecovery:
             await store.release_lease(self.db, ids.user_id, ids.turn_id)
             return False
         if result is None:
-            return False  # Letta is still working on it: the claim holds the user's lease meanwhile
+            # Letta is still working on it: hold the user off, and look again at the next pass.
+            await self.db.execute(store.SHORTEN_CLAIM, ids.user_id, ids.turn_id, self.holder, RECHECK_SECONDS)
+            return False
         cost = await self.recorder.estimate_cost(result, ids.model)
         stored = await self.recorder.store(ids, result, cost)
         logger.info(

@@ -32,7 +32,12 @@ _TAKE_LEASE = """
     returning turn_id
 """
 
-TAKE_LEASE = _TAKE_LEASE.format(condition="")
+# A user with a pending message from a turn whose replica died gets no new turn until the recovery has stored
+# it: a new turn would run beside Letta's run of the old one, and its reply would be stored before the old one.
+_NO_ORPHAN = "not exists (select 1 from public.messages where user_id = $1 and status = 'pending')"
+
+TAKE_LEASE = _TAKE_LEASE.format(condition=f"where {_NO_ORPHAN}")
+TAKE_LEASE_FOR_RECOVERY = _TAKE_LEASE.format(condition="")
 
 # A turn starts in one round trip: the rate-limit hit; the profile; the lease if the hit was allowed and the
 # agent is ready; the user's message if the lease was taken. $5 content, $6 bucket, $7 limit, $8 window, $9 the
@@ -40,7 +45,7 @@ TAKE_LEASE = _TAKE_LEASE.format(condition="")
 BEGIN_TURN = f"""
     with hit as (select * from private.rate_limit_hit($1, $6, $7, $8)),
     profile as ({PROFILE_SELECT} where p.id = $1),
-    lease as ({_TAKE_LEASE.format(condition=f"from hit, profile where hit.allowed and {READY_SQL}")}),
+    lease as ({_TAKE_LEASE.format(condition=f"from hit, profile where hit.allowed and {READY_SQL} and {_NO_ORPHAN}")}),
     message as (
         insert into public.messages (id, user_id, turn_id, role, content, status)
         select $9, $1, turn_id, 'user', $5, 'pending' from lease
@@ -129,6 +134,11 @@ REQUEST_CANCEL = """
     returning l.turn_id, l.letta_run_id, p.letta_agent_id
 """
 
+# A recovery that found Letta's run still going looks again soon (the user stays held off meanwhile).
+SHORTEN_CLAIM = """
+    update private.chat_turn_leases set expires_at = now() + make_interval(secs => $4)
+    where user_id = $1 and turn_id = $2 and holder = $3
+"""
 LEASE_HOLDER = "select holder from private.chat_turn_leases where user_id = $1 and expires_at > now()"
 LEASE_HELD = "select exists (select 1 from private.chat_turn_leases where user_id = $1 and turn_id = $2)"
 
@@ -139,8 +149,13 @@ MESSAGE_COLUMNS = (
 )
 
 
-async def take_lease(db: Database, user_id: uuid.UUID, lease_id: uuid.UUID, holder: str) -> bool:
-    return await db.fetchval(TAKE_LEASE, user_id, lease_id, holder, LEASE_SECONDS) is not None
+async def take_lease(
+    db: Database, user_id: uuid.UUID, lease_id: uuid.UUID, holder: str, *, recovering: bool = False
+) -> bool:
+    """The user's lease unless a live one exists (and, but for the recovery of that turn, unless a message of
+    the user is still pending)."""
+    statement = TAKE_LEASE_FOR_RECOVERY if recovering else TAKE_LEASE
+    return await db.fetchval(statement, user_id, lease_id, holder, LEASE_SECONDS) is not None
 
 
 async def release_lease(db: Database, user_id: uuid.UUID, lease_id: uuid.UUID) -> None:

@@ -180,3 +180,28 @@ async def test_an_unexpected_failure_over_websocket_is_an_internal_error_frame_a
     finally:
         await db.execute("alter table public.messages_away rename to messages")
     assert await lease_of(db, user_id) is None
+
+
+async def test_a_turn_whose_replica_died_holds_new_turns_off_until_it_is_stored(
+    client: AsyncTestClient[Litestar], db: asyncpg.Connection, new_user: NewUser
+) -> None:
+    """Its lease expired, its message is still pending: a new turn would run beside Letta's run of the old one
+    and be stored before it, so it waits for the recovery (found by the chaos benchmark)."""
+    user_id, headers = await new_user()
+    orphan = await db.fetchval(
+        "insert into public.messages (user_id, turn_id, role, content, status) "
+        "values ($1, gen_random_uuid(), 'user', 'asked before the crash', 'pending') returning turn_id",
+        user_id,
+    )
+    await db.execute(
+        "insert into private.chat_turn_leases (user_id, turn_id, holder, expires_at) "
+        "values ($1, $2, 'replica-dead', now() - interval '1 second')",
+        user_id,
+        orphan,
+    )
+    refused = await send(client, headers, "hello again")
+    assert assert_problem(refused, 409)["code"] == "turn_in_progress"
+    assert await stored(db, user_id) == [("asked before the crash", "pending")]
+    # Once the recovery has stored it, the user goes on (here to Letta being unreachable: past the lease).
+    await db.execute("update public.messages set status = 'complete' where turn_id = $1", orphan)
+    assert assert_problem(await send(client, headers, "hello again"), 503)["code"] == "agent_unavailable"
