@@ -15,8 +15,13 @@
     was streamed, exactly one assistant row equal to the concatenated deltas; whether Letta's own history
     holds the turn; and whether the cost the service recorded equals what LiteLLM charged.
 
-    .venv/bin/python -m bench.chat [--turns 40] [--streams 50] [--rounds 1] [--hold 0]
-        [--service-env KEY=VALUE ...] [--letta-env KEY=VALUE ...]
+(d) Resume: ``--resumes`` ``[[slow]]`` turns, each read up to a random delta, hung up, and resumed with
+    ``Last-Event-ID`` (``GET /api/v1/chat/turns/{id}/stream``), alternately on the replica running the turn and
+    on a second service process: reconnect -> first replayed event, and the joined deltas of the resumed turn
+    against the stored reply.
+
+    .venv/bin/python -m bench.chat [--turns 40] [--streams 50] [--rounds 1] [--hold 0] [--resumes 40]
+        [--seed N] [--service-env KEY=VALUE ...] [--letta-env KEY=VALUE ...]
 """
 
 from __future__ import annotations
@@ -26,14 +31,16 @@ import asyncio
 import contextlib
 import json
 import math
+import random
 import re
+import socket
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable
+from collections.abc import AsyncGenerator, Awaitable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import httpx
@@ -60,7 +67,7 @@ from bench.common import (
 )
 from bench.tap import LettaTap, StreamMark
 from devstack.doubles.scripted_model import SLOW_WORDS
-from devstack.sse import aiter_sse, json_object
+from devstack.sse import aiter_numbered_events, aiter_sse, json_object
 from devstack.stack import Stack
 from service.clients.http import http_client
 from service.clients.letta import LettaClient
@@ -463,14 +470,16 @@ async def failure_details(pool: asyncpg.Pool[Any], outcomes: list[StreamOutcome]
     turn_ids = [
         uuid.UUID(o.turn_id) for o in outcomes if o.turn_id and (o.done is None or o.done["status"] != "complete")
     ]
+    # The user-facing code is on the message; the upstream text (operators only) in private.message_errors.
     rows = await pool.fetch(
-        "select role, status, tokens_used, length(content) as chars, error from public.messages "
-        "where turn_id = any($1::uuid[]) order by role",
+        "select m.role, m.status, m.tokens_used, length(m.content) as chars, m.error_code, e.detail "
+        "from public.messages m left join private.message_errors e on e.message_id = m.id "
+        "where m.turn_id = any($1::uuid[]) order by m.role",
         turn_ids,
     )
     return Counter(
-        f"{r['role']} {r['status']}, {r['chars']} chars, tokens {r['tokens_used']}, "
-        f"error {re.sub(r'run-[0-9a-f-]+', 'run-…', str(r['error']))[:400]!r}"
+        f"{r['role']} {r['status']}, {r['chars']} chars, tokens {r['tokens_used']}, code {r['error_code']}, "
+        f"detail {re.sub(r'run-[0-9a-f-]+', 'run-…', str(r['detail']))[:400]!r}"
         for r in rows
     )
 
@@ -616,24 +625,248 @@ async def stream_round(
     return not problems and not billing_mismatches and kinds == Counter({"done complete": streams})
 
 
+# -- (d) ----------------------------------------------------------------------------------------------------
+RESUME_TIMEOUT = 60.0  # one resumed turn, from its POST to its `done` on the resumed stream
+REPLICA_B = "service-b"
+
+
+@dataclass
+class ResumedTurn:
+    replica: str  # "same" (the replica running the turn) or "other"
+    turn_id: str = ""
+    cut_after: int = 0  # id of the last event read before hanging up
+    cut_delta: int = 0  # how many deltas had been read then
+    reconnect_wall: float = math.nan  # time.time() when the resume request was sent (the database's clock)
+    to_headers: float = math.nan  # reconnect -> 200 + headers
+    to_first: float = math.nan  # reconnect -> first replayed event
+    first_at_wall: float = math.nan  # time.time() when the first replayed event arrived
+    first_id: int = 0
+    journaled_wall: float = math.nan  # when the batch holding event cut_after + 1 was written (database clock)
+    ids_contiguous: bool = False
+    status: str | None = None
+    joined: str = ""
+    stored: str | None = None
+    problem: str | None = None
+
+    @property
+    def equal(self) -> bool:
+        return self.problem is None and self.stored is not None and self.joined == self.stored
+
+    @property
+    def already_journaled(self) -> bool:
+        """Whether the first event to replay was in the journal when the resume request was sent."""
+        return self.journaled_wall <= self.reconnect_wall
+
+
+NumberedEvent = tuple[int, str, dict[str, Any]]
+
+
+def numbered_events(response: httpx.Response) -> contextlib.aclosing[AsyncGenerator[NumberedEvent, None]]:
+    """``aiter_numbered_events`` closed on leaving the block, also after a ``break`` (the hang-up)."""
+    return contextlib.aclosing(cast(AsyncGenerator[NumberedEvent, None], aiter_numbered_events(response)))
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on at the moment, on 127.0.0.1."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+async def open_turn(http: httpx.AsyncClient, url: str, user: BenchUser, content: str) -> httpx.Response:
+    """POST the message (SSE); a 409 while the user's previous turn is still finishing is retried (bounded)."""
+    for _ in range(40):
+        request = http.build_request(
+            "POST",
+            f"{url}/api/v1/chat/message",
+            headers={**user.headers, "Accept": "text/event-stream"},
+            json={"content": content},
+        )
+        response = await http.send(request, stream=True)
+        if response.status_code == 200:
+            return response
+        body = await response.aread()
+        await response.aclose()
+        if response.status_code != 409:
+            raise RuntimeError(f"service answered {response.status_code}: {body[:300]!r}")
+        await asyncio.sleep(0.25)
+    raise RuntimeError("the user's previous turn did not end (409 for 10 s)")
+
+
+async def resume_one(
+    http: httpx.AsyncClient, pool: asyncpg.Pool[Any], urls: list[str], user: BenchUser, index: int, rng: random.Random
+) -> ResumedTurn:
+    """One ``[[slow]]`` turn on the first replica: read it up to a random delta, hang up, resume it with
+    ``Last-Event-ID`` on ``urls[index % 2]`` until ``done``, and compare the joined deltas with the stored reply."""
+    result = ResumedTurn("same" if index % 2 == 0 else "other")
+    events: list[NumberedEvent] = []
+    cut_delta = rng.randint(1, SLOW_WORDS - 1)  # hang up after this delta: there is always more to come
+    response = await open_turn(http, urls[0], user, f"[[slow]] resume {index}")
+    try:
+        async with numbered_events(response) as reader:
+            async for event in reader:
+                events.append(event)
+                if event[1] == "delta":
+                    result.cut_delta += 1
+                if result.cut_delta == cut_delta or event[1] == "done":
+                    break
+    finally:
+        await response.aclose()  # the hang-up: the connection is closed mid-stream
+    if not events or events[0][1] != "turn":
+        result.problem = f"stream did not start with `turn`: {events[:1]}"
+        return result
+    result.turn_id = events[0][2]["turn_id"]
+    result.cut_after = events[-1][0]
+    if events[-1][1] == "done":
+        result.problem = f"the turn ended after {result.cut_delta} deltas, before the cut point {cut_delta}"
+        return result
+
+    url = urls[index % 2]
+    headers = {**user.headers, "Accept": "text/event-stream", "Last-Event-ID": str(result.cut_after)}
+    result.reconnect_wall = time.time()
+    reconnect = time.perf_counter()
+    async with http.stream("GET", f"{url}/api/v1/chat/turns/{result.turn_id}/stream", headers=headers) as resumed:
+        result.to_headers = time.perf_counter() - reconnect
+        if resumed.status_code != 200:
+            result.problem = f"resume answered {resumed.status_code}: {(await resumed.aread())[:300]!r}"
+            return result
+        async with numbered_events(resumed) as reader:
+            async for event in reader:
+                if math.isnan(result.to_first):
+                    result.to_first = time.perf_counter() - reconnect
+                    result.first_at_wall = time.time()
+                    result.first_id = event[0]
+                events.append(event)
+                if event[1] == "done":
+                    break
+    ids = [event_id for event_id, _, _ in events]
+    result.ids_contiguous = ids == list(range(1, len(ids) + 1))
+    result.status = events[-1][2].get("status") if events[-1][1] == "done" else None
+    result.joined = "".join(data["text"] for _, name, data in events if name == "delta")
+    if result.status is None:
+        result.problem = "the resumed stream ended without `done`"
+    # `done` is sent after the turn is stored; the poll is only a guard.
+    for _ in range(50):
+        row = await pool.fetchrow(
+            "select content, status from public.messages where turn_id = $1 and role = 'assistant'",
+            uuid.UUID(result.turn_id),
+        )
+        if row is not None and row["status"] != "pending":
+            result.stored = row["content"]
+            break
+        await asyncio.sleep(0.1)
+    result.journaled_wall = (
+        await pool.fetchval(
+            "select extract(epoch from created_at)::float8 from private.turn_events where turn_id = $1 and seq = $2",
+            uuid.UUID(result.turn_id),
+            result.cut_after + 1,
+        )
+        or math.nan
+    )
+    return result
+
+
+async def resumes(stack: Stack, pool: asyncpg.Pool[Any], count: int, seed: int) -> bool:
+    """(d): ``count`` turns cut and resumed, alternately on the same replica and on a second one."""
+    print(f"\nstarting a second service replica and a user for {count} resumed turns (seed {seed}) ...", flush=True)
+    port = free_port()
+    other = await asyncio.to_thread(stack.start_replica, REPLICA_B, port)
+    try:
+        (user,) = await provision_users(stack, pool, 1, concurrency=1, name="Resume")
+        rng = random.Random(seed)
+        results: list[ResumedTurn] = []
+        limits = httpx.Limits(max_keepalive_connections=0)  # every request on a new connection, as a reconnect is
+        async with httpx.AsyncClient(limits=limits, timeout=STREAM_TIMEOUT) as http:
+            for index in range(count):
+                await asyncio.sleep(SETTLE_SECONDS)
+                try:
+                    async with asyncio.timeout(RESUME_TIMEOUT):
+                        urls = [stack.config.service_url, other]
+                        results.append(await resume_one(http, pool, urls, user, index, rng))
+                except (TimeoutError, RuntimeError, httpx.HTTPError) as exc:
+                    failed = ResumedTurn("same" if index % 2 == 0 else "other")
+                    failed.problem = f"{type(exc).__name__}: {exc}"[:300]
+                    results.append(failed)
+        report_resumes(results, port)
+    finally:
+        await asyncio.to_thread(stack.stop_replica, REPLICA_B)
+    return all(r.equal and r.ids_contiguous and r.status == "complete" for r in results)
+
+
+def report_resumes(results: list[ResumedTurn], port: int) -> None:
+    resumed = [r for r in results if not math.isnan(r.to_first)]
+    journaled = [r for r in resumed if r.already_journaled]
+    followed = [r for r in resumed if not math.isnan(r.journaled_wall) and not r.already_journaled]
+
+    def col(group: list[ResumedTurn], attr: str) -> list[float]:
+        return [getattr(r, attr) for r in group]
+
+    print_table(
+        f"(d) Resume: [[slow]] turns read up to a random delta, hung up, resumed with Last-Event-ID "
+        f"(same replica / another replica on port {port})",
+        LATENCY_HEADERS,
+        [
+            latency_row("reconnect -> 200 + headers", col(resumed, "to_headers")),
+            latency_row("reconnect -> first replayed event", col(resumed, "to_first")),
+            latency_row("  same replica", col([r for r in resumed if r.replica == "same"], "to_first")),
+            latency_row("  other replica", col([r for r in resumed if r.replica == "other"], "to_first")),
+            latency_row("  event already journaled at reconnect", col(journaled, "to_first")),
+            latency_row("  event journaled after reconnect", col(followed, "to_first")),
+            latency_row(
+                "    of which its journal write -> received", [r.first_at_wall - r.journaled_wall for r in followed]
+            ),
+        ],
+    )
+    cuts = Counter(r.cut_delta for r in resumed)
+    print(
+        f"resumed {len(resumed)} of {len(results)} "
+        f"(same replica {sum(r.replica == 'same' for r in resumed)}, "
+        f"other {sum(r.replica == 'other' for r in resumed)}); "
+        f"equal {sum(r.equal for r in results)} (joined deltas == stored reply); "
+        f"ids 1..n without gap or duplicate {sum(r.ids_contiguous for r in results)}; "
+        f"first replayed id == last seen + 1 {sum(r.first_id == r.cut_after + 1 for r in resumed)}; "
+        f"done complete {sum(r.status == 'complete' for r in results)}; "
+        f"stored == scripted reply {sum(r.stored == SLOW_REPLY for r in results)}"
+    )
+    print(f"hung up after delta k (k: turns): {', '.join(f'{k}: {n}' for k, n in sorted(cuts.items()))}")
+    for r in [r for r in results if not (r.equal and r.ids_contiguous and r.status == "complete")][:5]:
+        print(f"  e.g. turn {r.turn_id or '?'} ({r.replica}): {r.problem or 'joined deltas != stored reply'}")
+        if r.problem is None:
+            print(f"    joined {r.joined!r}\n    stored {r.stored!r}")
+
+
 # -- the run ------------------------------------------------------------------------------------------------
-async def run(stack: Stack, tap: LettaTap, turns: int, streams: int, hold: float, rounds: int = 1) -> None:
+async def run(
+    stack: Stack,
+    tap: LettaTap,
+    turns: int,
+    streams: int,
+    hold: float,
+    rounds: int = 1,
+    resume_turns: int = 0,
+    seed: int = 0,
+) -> None:
     pool = await asyncpg.create_pool(stack.database_url, min_size=1, max_size=4)
     try:
         await added_latency(stack, tap, pool, turns)
         if streams > 0:
             await concurrent_streams(stack, pool, streams, hold, rounds)
+        if resume_turns > 0:
+            await resumes(stack, pool, resume_turns, seed)
     finally:
         await pool.close()
-    problems = service_log_problems(stack)
-    print(f"service log: {sum(problems.values())} warning/error lines" + (":" if problems else ""))
-    for line, count in problems.most_common(8):
-        print(f"  {count}x {line}")
+    for log in ("service", REPLICA_B) if resume_turns > 0 else ("service",):
+        problems = service_log_problems(stack, log)
+        print(f"{log} log: {sum(problems.values())} warning/error lines" + (":" if problems else ""))
+        for line, count in problems.most_common(8):
+            print(f"  {count}x {line}")
 
 
-def service_log_problems(stack: Stack) -> Counter[str]:
-    """Warning/error/critical lines of the service's JSON log, counted by level and message."""
-    path = stack.state_dir / "logs" / "service.log"
+def service_log_problems(stack: Stack, log: str = "service") -> Counter[str]:
+    """Warning/error/critical lines of a service process's JSON log (``logs/<log>.log``), counted by level and
+    message."""
+    path = stack.state_dir / "logs" / f"{log}.log"
     try:
         lines = path.read_text(errors="replace").splitlines()
     except OSError:
@@ -667,6 +900,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--hold", type=float, default=0.0, help="extra seconds the LLM waits before answering in (c) (double's fault)"
     )
     parser.add_argument(
+        "--resumes", type=int, default=40, help="turns cut and resumed with Last-Event-ID for (d); 0 skips (d)"
+    )
+    parser.add_argument("--seed", type=int, default=None, help="random seed for (d)'s cut points (default: random)")
+    parser.add_argument(
         "--service-env", action="append", default=[], metavar="KEY=VALUE", help="extra service setting (repeatable)"
     )
     parser.add_argument(
@@ -687,7 +924,8 @@ def main(argv: list[str] | None = None) -> None:
     service_env = {"LETTA_BASE_URL": tap.url, **parse_env(args.service_env)}
     try:
         with running_stack(service_env, parse_env(args.letta_env)) as stack:
-            asyncio.run(run(stack, tap, args.turns, args.streams, args.hold, args.rounds))
+            seed = args.seed if args.seed is not None else random.randrange(1_000_000)
+            asyncio.run(run(stack, tap, args.turns, args.streams, args.hold, args.rounds, args.resumes, seed))
     finally:
         tap.stop()
 

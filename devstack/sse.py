@@ -39,6 +39,8 @@ class SSEDecoder:
         self._name: str | None = None
         self._data: list[str] = []
         self._started = False
+        self.last_event_id = ""  # the last id: field seen (what a reconnecting client sends back)
+        self.ids: list[str] = []  # the id in force when each event was dispatched, in order
 
     def feed(self, text: str) -> list[SSEEvent]:
         if not self._started and text:
@@ -75,11 +77,15 @@ class SSEDecoder:
                     self._name = value
                 elif field == "data":
                     self._data.append(value)
-                # id, retry and unknown fields: nothing a client here uses
+                elif field == "id" and "\x00" not in value:
+                    self.last_event_id = value  # as EventSource keeps it: it stays until another id comes
+                # retry and unknown fields: nothing a client here uses
         return events
 
     def _dispatch(self) -> SSEEvent | None:
         event = (self._name or None, "\n".join(self._data)) if self._data else None
+        if event is not None:
+            self.ids.append(self.last_event_id)
         self._name, self._data = None, []
         return event
 
@@ -119,3 +125,16 @@ async def aiter_json_events(response: httpx.Response) -> AsyncIterator[tuple[str
 def parse_json_events(text: str) -> list[tuple[str, dict[str, Any]]]:
     """``aiter_json_events`` for a body already read as text."""
     return [(name, json_object(data)) for name, data in parse_sse(text) if name is not None]
+
+
+async def aiter_numbered_events(response: httpx.Response) -> AsyncIterator[tuple[int, str, dict[str, Any]]]:
+    """``(id, name, data)`` per named event of the service's chat stream: the id is what a client sends back as
+    ``Last-Event-ID`` to resume after that event."""
+    decoder = SSEDecoder()
+    utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    async for chunk in response.aiter_bytes():
+        events = decoder.feed(utf8.decode(chunk))
+        ids = decoder.ids[len(decoder.ids) - len(events) :]
+        for event_id, (name, data) in zip(ids, events, strict=True):
+            if name is not None:
+                yield int(event_id), name, json_object(data)

@@ -346,6 +346,18 @@ class Stack:
         process = self._process("service", [str(PYTHON), "-m", "service"], self.service_environment())
         wait_http(f"{self.config.service_url}/health/live", 30, process)
 
+    def start_replica(self, name: str, port: int) -> str:
+        """Another service process on the same stack (what a second replica behind a load balancer is); its URL.
+        Stopped with the stack, or with ``stop_replica``."""
+        env = {**self.service_environment(), "PORT": str(port)}
+        process = self._process(name, [str(PYTHON), "-m", "service"], env)
+        url = f"http://127.0.0.1:{port}"
+        wait_http(f"{url}/health/live", 30, process)
+        return url
+
+    def stop_replica(self, name: str) -> None:
+        self.processes.pop(name).stop()
+
     def up(self) -> Stack:
         # What `python -m devstack.create_user --stack <name>` needs to sign up a user on this stack.
         self.state_dir.mkdir(parents=True, exist_ok=True)

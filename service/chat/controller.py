@@ -8,13 +8,14 @@ from typing import Annotated, Any, Literal
 
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency, Provide
-from litestar.params import FromQuery, QueryParameter
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import Stream
 
 from service.auth.dependencies import provide_ready_profile, require_user
 from service.auth.tokens import Principal
 from service.billing.budgets import budget_exceeded
-from service.chat import store
+from service.chat import journal, store
 from service.chat.errors import (
     agent_timeout,
     agent_unavailable,
@@ -26,7 +27,7 @@ from service.chat.errors import (
 from service.chat.export import export_json, export_markdown
 from service.chat.schemas import CancelResult, ChatMessage, ChatMessageIn, ChatReply, HistoryPage
 from service.chat.service import ChatService, Turn
-from service.chat.sse import SSE_HEADERS, sse_stream
+from service.chat.sse import SSE_HEADERS, sse_replay, sse_stream
 from service.db import Database
 from service.errors import DomainError
 from service.rate_limit import CHAT_BUCKET
@@ -130,6 +131,52 @@ class ChatController(Controller):
         return CancelResult(cancelled=True)
 
     @get(
+        "/turns/{turn_id:uuid}/stream",
+        summary="Resume a turn's stream: the events after Last-Event-ID, then the rest until `done`",
+        description=(
+            "Any replica, any device. `Last-Event-ID` (header) or `last_event_id` (query) is the id of the last "
+            "event received; without it the stream starts from the turn's first event. A turn's events are kept "
+            "for TURN_RESUME_SECONDS after it ended; later this is 410 and the turn is in the history."
+        ),
+        responses={
+            200: ok(str, "An SSE stream (text/event-stream), the same events as the message route", "id: 8\n..."),
+            404: documented(DomainError("no_such_turn")),
+            410: documented(DomainError("turn_expired")),
+        },
+    )
+    async def resume(
+        self,
+        request: Request[Principal, Any, Any],
+        turn_id: FromPath[uuid.UUID],
+        db: NamedDependency[Database],
+        last_event_id: Annotated[int | None, QueryParameter(ge=0, le=10**9)] = None,
+    ) -> Stream:
+        user_id = require_user(request.user)
+        return await _resumed(db, user_id, turn_id, _last_event_id(request, last_event_id))
+
+    @get(
+        "/turns/current/stream",
+        summary="Follow your turn that is running now, from any device (204 when none runs)",
+        description="Like the resume route, for a client that does not know the turn's id (`X-Turn-ID` says it).",
+        status_code=200,
+        responses={
+            200: ok(str, "An SSE stream of the running turn", "id: 1\nevent: turn\n..."),
+            204: ResponseSpec(data_container=None, description="No turn is running"),
+        },
+    )
+    async def current(
+        self,
+        request: Request[Principal, Any, Any],
+        db: NamedDependency[Database],
+        last_event_id: Annotated[int | None, QueryParameter(ge=0, le=10**9)] = None,
+    ) -> Response[Any]:
+        user_id = require_user(request.user)
+        turn_id = await journal.running_turn(db, user_id)
+        if turn_id is None:
+            return Response(content=None, status_code=204)
+        return await _resumed(db, user_id, turn_id, _last_event_id(request, last_event_id))
+
+    @get(
         "/export",
         summary="Your whole chat history as a streamed download (JSON or Markdown)",
         responses={
@@ -156,11 +203,31 @@ class ChatController(Controller):
         )
 
 
+def _last_event_id(request: Request[Any, Any, Any], query: int | None) -> int:
+    """Where a resumed stream starts: after ``Last-Event-ID`` (what EventSource sends when it reconnects) or the
+    ``last_event_id`` query parameter (for clients that cannot set headers); from the start without either."""
+    header = request.headers.get("last-event-id")
+    if header is None:
+        return query or 0
+    if not header.isdigit() or len(header) > 9:
+        raise DomainError("invalid_message", "Last-Event-ID must be an event id this stream sent")
+    return int(header)
+
+
+async def _resumed(db: Database, user_id: uuid.UUID, turn_id: uuid.UUID, after: int) -> Stream:
+    await journal.check_resumable(db, user_id, turn_id)
+    return Stream(
+        sse_replay(journal.follow(db, turn_id, after)),
+        media_type="text/event-stream",
+        headers={**SSE_HEADERS, "X-Turn-ID": str(turn_id)},
+    )
+
+
 async def _whole_reply(turn: Turn) -> ChatReply:
     """Wait for the turn's ``done``; a turn that ended with an ``error`` event is raised as that error."""
     done: dict[str, Any] = {}
     error_code: str | None = None
-    async for name, data in turn.events():
+    async for _, name, data in turn.events():
         if name == "done":
             done = data
         elif name == "error":

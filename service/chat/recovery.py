@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from service.chat import events, store
+from service.chat import events, journal, store
 from service.chat.events import TurnResult
 from service.chat.outcome import TurnIds, TurnRecorder
 from service.clients.errors import UpstreamError
@@ -126,6 +126,14 @@ class TurnRecovery:
             return False
         cost = await self.recorder.estimate_cost(result, ids.model)
         stored = await self.recorder.store(ids, result, cost)
+        if stored.applied:
+            # Followers of the turn's stream (another device, a reload, another replica) get its end too.
+            reply_id = str(stored.reply_id) if stored.reply_id else None
+            done = events.done_event(
+                result, str(ids.turn_id), str(ids.user_message_id), reply_id, float(cost) if cost else None
+            )
+            error = ("error", {"code": result.error_code or "agent_error"}) if result.status == "failed" else None
+            await journal.complete(self.db, ids.turn_id, ids.user_id, done, error)
         logger.info(
             "turn recovered",
             extra={"turn_id": str(ids.turn_id), "status": result.status, "applied": stored.applied},
@@ -169,10 +177,12 @@ class TurnRecovery:
         return result
 
     async def run(self, stop: asyncio.Event) -> None:
-        """The loop every replica runs: jittered, so replicas do not scan in lockstep."""
+        """The loop every replica runs: jittered, so replicas do not scan in lockstep. It also drops the
+        journals of turns older than ``TURN_RESUME_SECONDS``."""
         while not stop.is_set():
             try:
                 await self.recover_once()
+                await journal.delete_old(self.db, self.settings.turn_resume_seconds)
             except _PASS_FAILURES as exc:
                 logger.warning("recovery pass failed", extra={"error": repr(exc)})
             with contextlib.suppress(TimeoutError):

@@ -30,6 +30,7 @@ from service.billing.budgets import Billing, ensure_within_budget
 from service.chat import events, store
 from service.chat.errors import agent_timeout, agent_unavailable, turn_in_progress
 from service.chat.events import Event, TurnResult
+from service.chat.journal import JournalWriter, Numbered
 from service.chat.outcome import TurnIds, TurnRecorder
 from service.chat.recovery import TurnRecovery
 from service.clients.errors import UpstreamError
@@ -51,13 +52,16 @@ CANCEL_WAIT_SECONDS = 2.0  # how long a cancel waits for another replica to stor
 
 
 class Turn:
-    """One running turn. Events are queued for whoever listens; the work does not depend on a listener."""
+    """One running turn. Its events are numbered and queued for the client that started it (and journaled for
+    any other, ``service.chat.journal``); the work does not depend on a listener."""
 
     def __init__(self, turn_id: uuid.UUID, user_message_id: uuid.UUID, profile: ReadyProfile) -> None:
         self.turn_id = turn_id
         self.user_message_id = user_message_id
         self.profile = profile
-        self.queue: asyncio.Queue[Event | None] = asyncio.Queue()
+        self.queue: asyncio.Queue[Numbered | None] = asyncio.Queue()
+        self.journal: JournalWriter | None = None  # None only for a turn driven by hand
+        self.seq = 0
         self.result = TurnResult()
         self.task: asyncio.Task[None] | None = None
         self.cancel_requested = asyncio.Event()
@@ -66,9 +70,14 @@ class Turn:
         self.run_recorder: asyncio.Task[None] | None = None
 
     def emit(self, event: Event) -> None:
-        self.queue.put_nowait(event)
+        """Number the event (its ``id`` on the wire), hand it to the client, and journal it."""
+        self.seq += 1
+        numbered = (self.seq, *event)
+        self.queue.put_nowait(numbered)
+        if self.journal is not None:
+            self.journal.add(self.turn_id, self.profile.id, numbered)
 
-    async def events(self) -> AsyncIterator[Event]:
+    async def events(self) -> AsyncIterator[Numbered]:
         while True:
             event = await self.queue.get()
             if event is None:
@@ -94,6 +103,7 @@ class ChatService:
         self.provisioner = provisioner
         self.holder = f"replica-{uuid.uuid4().hex[:12]}"
         self.recorder = TurnRecorder(db, letta, billing)
+        self.journal = JournalWriter(db)
         self.recovery = TurnRecovery(db, letta, self.recorder, settings)
         self._turns: set[asyncio.Task[None]] = set()
         self._local: dict[uuid.UUID, Turn] = {}  # running here, by user: a cancel need not wait for a renewal
@@ -130,6 +140,7 @@ class ChatService:
             await self.recorder.store(self._ids(turn), turn.result, None)
             raise (agent_timeout(turn_id) if exc.timed_out else agent_unavailable(turn_id)) from exc
         turn.stream = stream
+        turn.journal = self.journal
         turn.emit(("turn", {"turn_id": str(turn_id), "user_message_id": str(user_message_id)}))
         turn.task = asyncio.get_running_loop().create_task(self._run(turn, stream))
         self._turns.add(turn.task)
@@ -330,7 +341,13 @@ class ChatService:
             str(message_id) if message_id else None,
             float(cost) if cost is not None else None,
         )
+        if turn.journal is not None:
+            # What the client saw so far is in the journal before it sees done: a resume right after is never
+            # told the turn is gone.
+            await turn.journal.flush()
         turn.emit(done)
+        if turn.journal is not None:
+            await turn.journal.flush()
         turn.queue.put_nowait(None)
         logger.info(
             "turn finished",

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 import msgspec
 
 from service.chat.events import Event
+from service.chat.journal import Numbered
 from service.chat.service import Turn
 from service.web.problems import sentence
 
@@ -27,9 +28,11 @@ def present(event: Event) -> Event:
     return event
 
 
-def sse(event: Event) -> bytes:
-    name, data = present(event)
-    return b"event: " + name.encode() + b"\ndata: " + msgspec.json.encode(data) + b"\n\n"
+def sse(event: Numbered) -> bytes:
+    """One event: its id (what a client sends back as ``Last-Event-ID`` to resume after it), name and data."""
+    seq, name, data = event
+    name, data = present((name, data))
+    return b"id: %d\nevent: " % seq + name.encode() + b"\ndata: " + msgspec.json.encode(data) + b"\n\n"
 
 
 async def sse_stream(turn: Turn) -> AsyncIterator[bytes]:
@@ -57,3 +60,26 @@ async def sse_stream(turn: Turn) -> AsyncIterator[bytes]:
             yield b"".join(chunk)
         if event is None:
             return
+
+
+async def sse_replay(events: AsyncIterator[Numbered]) -> AsyncIterator[bytes]:
+    """A resumed stream: the journal's events as SSE, with keep-alive comments while the turn is quiet."""
+    pending: asyncio.Task[Numbered] | None = None
+    iterator = aiter(events)
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(anext(iterator))
+            done, _ = await asyncio.wait({pending}, timeout=KEEPALIVE_SECONDS)
+            if not done:
+                yield b": keep-alive\n\n"
+                continue
+            try:
+                event = pending.result()
+            except StopAsyncIteration:
+                return
+            pending = None
+            yield sse(event)
+    finally:
+        if pending is not None:
+            pending.cancel()

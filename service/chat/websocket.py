@@ -5,13 +5,17 @@ Browsers cannot set headers on a WebSocket, so the client authenticates in its f
     client -> {"type": "auth", "token": "<Supabase access token>"}      (within 10 s, else close 4401)
     server -> {"type": "ready", "user_id": "..."}
     client -> {"type": "message", "content": "..."}   server -> turn, delta..., tool, usage, [error], done
-    client -> {"type": "cancel"}                      stops the running turn (and its Letta run)
+    client -> {"type": "cancel"}                      stops the running turn (and its Letta run), from any device
+    client -> {"type": "attach", "turn_id"?: "...", "last_event_id"?: n}
+                                                      follow a turn started elsewhere (default: the running one)
+                                                      from the event after ``last_event_id``
     client -> {"type": "ping"}                        server -> {"type": "pong"}
     client -> {"type": "auth", "token": "..."}        a refreshed token for the same user, any time
 
 A refused message is ``{"type": "error", "code": ..., "message": ..., "status": ...}`` (the HTTP status the
 same problem has over SSE/JSON) and leaves the socket open; a failure inside a turn is the turn's ``error``
-event (no status), followed by its ``done``. A turn keeps running and is stored if the socket drops.
+event (no status), followed by its ``done``. A turn keeps running and is stored if the socket drops. Every turn
+event carries its ``id`` (the SSE ``id:``): a device that reconnects attaches with the last one it saw.
 
 Frames are JSON in text frames, or in binary frames as UTF-8. Limits: a first frame over 16 KiB, or any frame
 over 256 KiB, closes the socket with 1009 (before it is buffered: see ``service.web.server``); past ``WS_MAX_SOCKETS``
@@ -28,7 +32,7 @@ import logging
 import time
 import uuid
 from collections import Counter
-from typing import Any, Literal, cast
+from typing import Annotated, Any, Literal, cast
 
 import msgspec
 from litestar import WebSocket, websocket
@@ -38,6 +42,7 @@ from litestar.types import WebSocketDisconnectEvent, WebSocketReceiveEvent
 
 from service.auth.middleware import authenticate_token
 from service.auth.tokens import Principal, TokenVerifier
+from service.chat import journal
 from service.chat.errors import no_turn, turn_in_progress, validate_content
 from service.chat.service import ChatService, Turn
 from service.chat.sse import present
@@ -89,9 +94,11 @@ OPEN_SOCKETS = OpenSockets()
 
 
 class ClientFrame(msgspec.Struct, forbid_unknown_fields=True):
-    type: Literal["auth", "message", "cancel", "ping"]
+    type: Literal["auth", "message", "cancel", "ping", "attach"]
     token: str | None = None
     content: str | None = None
+    turn_id: uuid.UUID | None = None  # attach: which turn (default: the one running now)
+    last_event_id: Annotated[int, msgspec.Meta(ge=0)] = 0  # attach: the last event id this device saw
 
 
 class ChatSocket:
@@ -199,6 +206,8 @@ class ChatSocket:
                 await self.cancel()
             elif frame.type == "message":
                 await self.start_turn(frame.content or "")
+            elif frame.type == "attach":
+                await self.attach(frame.turn_id, frame.last_event_id)
 
     async def cancel(self) -> None:
         """Stop this socket's turn, or the user's turn started elsewhere (another socket, replica or device)."""
@@ -237,11 +246,37 @@ class ChatSocket:
             return
         self.forwarder = asyncio.create_task(self.forward(self.turn))
 
+    async def attach(self, turn_id: uuid.UUID | None, after: int) -> None:
+        """Follow a turn started elsewhere (another device, socket or replica) from the event after ``after``."""
+        assert self.principal is not None and self.principal.user_id is not None
+        user_id = self.principal.user_id
+        try:
+            if self.forwarder is not None and not self.forwarder.done():
+                raise turn_in_progress()
+            turn_id = turn_id or await journal.running_turn(self.chat.db, user_id)
+            if turn_id is None:
+                raise no_turn()
+            await journal.check_resumable(self.chat.db, user_id, turn_id)
+        except DomainError as exc:
+            await self.send(error_frame(exc))
+            return
+        except DATABASE_UNAVAILABLE:
+            await self.send(error_frame(DomainError("database_unavailable")))
+            return
+        self.forwarder = asyncio.create_task(self.follow(turn_id, after))
+
+    async def follow(self, turn_id: uuid.UUID, after: int) -> None:
+        async for seq, name, data in journal.follow(self.chat.db, turn_id, after):
+            name, data = present((name, data))
+            await self.send({"type": name, "id": seq, **data})
+
     async def forward(self, turn: Turn) -> None:
         try:
-            async for event in turn.events():
-                name, data = present(event)
-                await self.send({"type": name, **data})
+            async for seq, name, data in turn.events():
+                if name == "done":
+                    self.turn = None  # the next message may start as soon as the client has the done
+                name, data = present((name, data))
+                await self.send({"type": name, "id": seq, **data})
         finally:
             self.turn = None
 

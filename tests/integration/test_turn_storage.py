@@ -62,7 +62,10 @@ def chat_service(pool: asyncpg.Pool, database_url: str, letta: FakeLetta) -> Cha
 
 
 def events_of(turn: Turn) -> list[Any]:
-    return [turn.queue.get_nowait() for _ in range(turn.queue.qsize())]
+    """The turn's queued events as (name, data), and the end marker None; their ids are checked to run 1, 2, ..."""
+    queued = [turn.queue.get_nowait() for _ in range(turn.queue.qsize())]
+    assert [e[0] for e in queued if e] == list(range(1, len([e for e in queued if e]) + 1))
+    return [e[1:] if e else e for e in queued]
 
 
 async def lease_count(pool: asyncpg.Pool, turn: Turn) -> int:
@@ -156,5 +159,5 @@ async def test_a_turn_that_broke_after_the_llm_call_is_still_counted(pool: async
     assert (day["total_messages"], day["total_tokens"], day["total_cost"]) == (2, 1050, Decimal("0.00110000"))
     # The lease is released with the turn.
     assert not await pool.fetchval("select count(*) from private.chat_turn_leases where user_id = $1", turn.profile.id)
-    events = [turn.queue.get_nowait() for _ in range(turn.queue.qsize())]
+    events = events_of(turn)
     assert [e[0] for e in events if e] == ["error", "done"] and events[-1] is None

@@ -33,10 +33,10 @@ async def collect(response: httpx.Response) -> list[tuple[str | None, str]]:
 
 def test_the_services_own_framing_reads_back_with_keep_alives_skipped() -> None:
     body = (
-        sse(("turn", {"turn_id": "t-1", "user_message_id": "m-1"}))
+        sse((1, "turn", {"turn_id": "t-1", "user_message_id": "m-1"}))
         + b": keep-alive\n\n"
-        + sse(("delta", {"text": "Hi"}))
-        + sse(("done", {"status": "complete"}))
+        + sse((2, "delta", {"text": "Hi"}))
+        + sse((3, "done", {"status": "complete"}))
     ).decode()
     assert parse_sse(body) == [
         ("turn", '{"turn_id":"t-1","user_message_id":"m-1"}'),
@@ -78,7 +78,7 @@ def test_every_sse_line_end_is_a_line_end(end: str) -> None:
 def test_other_unicode_line_breaks_stay_inside_the_data() -> None:
     # JSON encoders (msgspec, pydantic) leave U+2028 and U+0085 raw in strings; str.splitlines would cut there.
     text = "a\u2028b\x85c\x0bd"
-    body = sse(("delta", {"text": text})).decode()
+    body = sse((1, "delta", {"text": text})).decode()
     assert parse_json_events(body) == [("delta", {"text": text})]
 
 
@@ -131,3 +131,10 @@ def test_json_object() -> None:
         json_object("[DONE]")
     with pytest.raises(json.JSONDecodeError):
         json_object("")
+
+
+def test_each_event_keeps_the_id_in_force_when_it_was_dispatched() -> None:
+    decoder = SSEDecoder()
+    events = decoder.feed(sse((7, "delta", {"text": "a"})).decode() + "event: ping\ndata: x\n\n")
+    assert events == [("delta", '{"text":"a"}'), ("ping", "x")]
+    assert decoder.ids == ["7", "7"] and decoder.last_event_id == "7"  # an event without id keeps the last one

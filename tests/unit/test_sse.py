@@ -17,8 +17,8 @@ async def test_a_quiet_stream_gets_keep_alive_comments_then_the_events(monkeypat
 
     assert await anext(stream) == b": keep-alive\n\n"
     assert await anext(stream) == b": keep-alive\n\n"
-    queue.put_nowait(("delta", {"text": "Hi"}))
-    assert await anext(stream) == b'event: delta\ndata: {"text":"Hi"}\n\n'
+    queue.put_nowait((1, "delta", {"text": "Hi"}))
+    assert await anext(stream) == b'id: 1\nevent: delta\ndata: {"text":"Hi"}\n\n'
     queue.put_nowait(None)
     with pytest.raises(StopAsyncIteration):
         await anext(stream)
@@ -26,12 +26,12 @@ async def test_a_quiet_stream_gets_keep_alive_comments_then_the_events(monkeypat
 
 async def test_events_already_queued_go_out_in_one_write() -> None:
     queue: asyncio.Queue = asyncio.Queue()
-    for event in [("delta", {"text": "a"}), ("delta", {"text": "b"}), ("done", {"status": "complete"}), None]:
+    for event in [(1, "delta", {"text": "a"}), (2, "delta", {"text": "b"}), (3, "done", {"status": "complete"}), None]:
         queue.put_nowait(event)
 
     chunks = [chunk async for chunk in sse.sse_stream(SimpleNamespace(queue=queue))]  # type: ignore[arg-type]
 
     assert chunks == [
-        b'event: delta\ndata: {"text":"a"}\n\nevent: delta\ndata: {"text":"b"}\n\n'
-        b'event: done\ndata: {"status":"complete"}\n\n'
+        b'id: 1\nevent: delta\ndata: {"text":"a"}\n\nid: 2\nevent: delta\ndata: {"text":"b"}\n\n'
+        b'id: 3\nevent: done\ndata: {"status":"complete"}\n\n'
     ]
