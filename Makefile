@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
-.devstack/.installed: devstack/install.sh devstack/letta-server-0.16.8.requirements.txt $(wildcard supabase/functions/*/deno.lock)
+.devstack/.installed: devstack/install.sh devstack/letta-server-0.16.8.requirements.txt $(wildcard supabase/functions/*/deno.lock) tests/e2e/ai_sdk/deno.lock
 	bash devstack/install.sh
 	touch $@
 

@@ -104,8 +104,9 @@ else
     step "deno $DENO_VERSION present"
 fi
 
-# --- Edge Function npm dependencies, cached now so `deno serve`/`deno test` never download at run time --
-for config in supabase/functions/*/deno.json; do
+# --- npm dependencies of the Edge Functions and of the Vercel AI SDK client test (tests/e2e/ai_sdk), cached
+# now so `deno serve`/`deno test` never download at run time ---------------------------------------------
+for config in supabase/functions/*/deno.json tests/e2e/ai_sdk/deno.json; do
     dir=$(dirname "$config")
     step "deno cache for $dir"
     DENO_DIR="$DS/deno-cache" DENO_NO_UPDATE_CHECK=1 "$DENO" install -q --frozen --config "$config" \
