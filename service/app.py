@@ -13,7 +13,9 @@ from service.auth.middleware import auth_middleware
 from service.auth.passthrough.controller import AuthPassthroughController
 from service.billing.controller import BillingController
 from service.chat.controller import ChatController
+from service.chat.ui_controller import ChatUIController
 from service.chat.websocket import chat_stream
+from service.llm.controller import LLMController
 from service.provisioning.controller import WebhookController
 from service.settings import Settings, get_settings
 from service.users.controller import UserController
@@ -36,10 +38,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
             AuthPassthroughController,
             WebhookController,
             ChatController,
+            ChatUIController,
             chat_stream,
             AgentController,
             UserController,
             BillingController,
+            LLMController,
         ],
         dependencies=DEPENDENCIES,
         lifespan=[lifespan(settings)],
@@ -51,7 +55,15 @@ def create_app(settings: Settings | None = None) -> Litestar:
         cors_config=CORSConfig(
             allow_origins=settings.cors_allow_origins,
             allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
-            allow_headers=["Authorization", "Content-Type", "Accept", "X-Request-ID"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "Accept",
+                "X-Request-ID",
+                # What OpenAI's JavaScript SDK sends from a browser (the LLM proxy, /api/v1/llm).
+                *(f"X-Stainless-{name}" for name in ("Lang", "Package-Version", "OS", "Arch", "Runtime")),
+                *(f"X-Stainless-{name}" for name in ("Runtime-Version", "Retry-Count", "Timeout", "Helper-Method")),
+            ],
             expose_headers=["X-Request-ID", "Retry-After"],
             max_age=600,
         ),

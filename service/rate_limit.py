@@ -57,6 +57,7 @@ logger = logging.getLogger("service.rate_limit")
 
 CHAT_BUCKET = "chat"
 MEMORY_BUCKET = "memory"
+LLM_BUCKET = "llm"  # the LLM proxy (/api/v1/llm): hit in the statement that records the call (service.llm.store)
 
 _HIT_SQL = "select allowed, remaining, retry_after_seconds from private.rate_limit_hit($1, $2, $3, $4)"
 _HIT_KEY_SQL = "select allowed, remaining, retry_after_seconds from private.rate_limit_hit_key($1, $2, $3, $4)"
@@ -231,6 +232,7 @@ def rate_limit(bucket: str) -> Guard:
 
 __all__ = [
     "CHAT_BUCKET",
+    "LLM_BUCKET",
     "MEMORY_BUCKET",
     "KeyedRateLimiter",
     "PostgresRateLimiter",

@@ -116,6 +116,8 @@ class Settings(BaseSettings):
     reconcile_interval_seconds: float = Field(30.0, ge=0.1, validation_alias="RECONCILE_INTERVAL_SECONDS")
     # LiteLLM writes its spend records in batches (proxy_batch_write_at, 10 s by default): a turn's charges are
     # read this long after it ended, when they have all been written.
+    # How long a turn's events are kept for resuming its stream (then the history has it).
+    turn_resume_seconds: float = Field(3600.0, ge=10.0, validation_alias="TURN_RESUME_SECONDS")
     cost_settle_seconds: float = Field(30.0, ge=0.0, validation_alias="COST_SETTLE_SECONDS")
     cost_reconcile_interval_seconds: float = Field(10.0, ge=0.1, validation_alias="COST_RECONCILE_INTERVAL_SECONDS")
 
@@ -128,6 +130,22 @@ class Settings(BaseSettings):
     chat_max_message_bytes: int = Field(16 * 1024, ge=1, le=64 * 1024, validation_alias="CHAT_MAX_MESSAGE_BYTES")
     rate_limit_chat_per_minute: int = Field(20, ge=1, validation_alias="RATE_LIMIT_CHAT_PER_MINUTE")
     rate_limit_memory_per_minute: int = Field(30, ge=1, validation_alias="RATE_LIMIT_MEMORY_PER_MINUTE")
+
+    # --- The LLM proxy (/api/v1/llm): OpenAI-compatible calls, billed to the user's own LiteLLM key ----------------
+    # Comma-separated model names (as LiteLLM knows them) users may call; unset: LLM_MODEL only.
+    llm_proxy_models: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validate_default=True, validation_alias="LLM_PROXY_MODELS"
+    )
+    # The largest max_tokens / max_completion_tokens a call may ask for (and what a call that names none gets).
+    llm_proxy_max_tokens: int = Field(4096, ge=1, validation_alias="LLM_PROXY_MAX_TOKENS")
+    llm_proxy_max_messages: int = Field(100, ge=1, validation_alias="LLM_PROXY_MAX_MESSAGES")
+    rate_limit_llm_per_minute: int = Field(30, ge=1, validation_alias="RATE_LIMIT_LLM_PER_MINUTE")
+
+    @field_validator("llm_proxy_models", mode="before")
+    @classmethod
+    def _llm_proxy_models(cls, value: Any, info: ValidationInfo) -> Any:
+        models = [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
+        return models or [info.data.get("llm_model", "gpt-4o-mini")]
 
     # --- The auth pass-through (/api/v1/auth/register|login|refresh) and its limits per client ---------------------
     # Off unless enabled (its routes answer 404): frontends should use Supabase Auth directly (supabase-js).

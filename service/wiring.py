@@ -27,8 +27,9 @@ from service.clients.http import http_client
 from service.clients.letta import LettaClient
 from service.clients.litellm import LiteLLMClient
 from service.db import Database, create_pool
+from service.llm.service import LLMProxy
 from service.provisioning.service import Provisioner
-from service.rate_limit import CHAT_BUCKET, MEMORY_BUCKET, PostgresRateLimiter
+from service.rate_limit import CHAT_BUCKET, LLM_BUCKET, MEMORY_BUCKET, PostgresRateLimiter
 from service.settings import Settings
 from service.web.state import services_of
 
@@ -48,6 +49,7 @@ class Services:
     agents: AgentService
     costs: CostReconciler
     passthrough: AuthPassthrough | None  # None while AUTH_PASSTHROUGH_ENABLED is off
+    llm: LLMProxy
 
 
 def build_services(settings: Settings, http: httpx.AsyncClient, db: Database) -> Services:
@@ -70,6 +72,7 @@ def build_services(settings: Settings, http: httpx.AsyncClient, db: Database) ->
         {
             CHAT_BUCKET: (settings.rate_limit_chat_per_minute, 60),
             MEMORY_BUCKET: (settings.rate_limit_memory_per_minute, 60),
+            LLM_BUCKET: (settings.rate_limit_llm_per_minute, 60),
         },
     )
     lifecycle = AgentLifecycle(db, letta, litellm.openai_base_url, settings)
@@ -81,8 +84,22 @@ def build_services(settings: Settings, http: httpx.AsyncClient, db: Database) ->
     passthrough = None
     if settings.auth_passthrough_enabled:
         passthrough = AuthPassthrough.from_settings(settings, PostgresRateLimiter(db, bucket_limits(settings)))
+    llm = LLMProxy(db, http, billing, rate_limiter, settings)
     return Services(
-        settings, http, db, tokens, letta, litellm, rate_limiter, billing, provisioner, chat, agents, costs, passthrough
+        settings,
+        http,
+        db,
+        tokens,
+        letta,
+        litellm,
+        rate_limiter,
+        billing,
+        provisioner,
+        chat,
+        agents,
+        costs,
+        passthrough,
+        llm,
     )
 
 
@@ -100,6 +117,7 @@ def lifespan(settings: Settings) -> Callable[[Litestar], Any]:
             loops = [
                 asyncio.create_task(services.provisioner.run_reconciler(stop)),
                 asyncio.create_task(services.chat.recovery.run(stop)),
+                asyncio.create_task(services.chat.journal.run(stop)),
                 asyncio.create_task(services.costs.run(stop)),
             ]
             try:
@@ -108,6 +126,7 @@ def lifespan(settings: Settings) -> Callable[[Litestar], Any]:
                 stop.set()
                 await asyncio.gather(*loops)
                 await services.chat.drain()
+                await services.llm.drain()
                 await services.provisioner.drain()
                 await db.close()
 
@@ -155,6 +174,10 @@ def _agents(state: State) -> AgentService:
     return services_of(state).agents
 
 
+def _llm(state: State) -> LLMProxy:
+    return services_of(state).llm
+
+
 DEPENDENCIES: dict[str, Provide] = {
     name: Provide(provide, sync_to_thread=False)
     for name, provide in {
@@ -168,5 +191,6 @@ DEPENDENCIES: dict[str, Provide] = {
         "provisioner": _provisioner,
         "chat": _chat,
         "agents": _agents,
+        "llm": _llm,
     }.items()
 }

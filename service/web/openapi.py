@@ -105,7 +105,9 @@ def complete_schema(schema: OpenAPI) -> None:
         "Validation failed for POST /api/v1/chat/message",
         errors=[{"message": "Object missing required field `content`", "key": "content", "source": "body"}],
     )
-    for item in (schema.paths or {}).values():
+    for path, item in (schema.paths or {}).items():
+        # The LLM proxy (/api/v1/llm) documents its own errors: OpenAI error objects, what OpenAI clients parse.
+        openai_shaped = path.startswith("/api/v1/llm/")
         for operation in (item.get, item.post, item.put, item.patch, item.delete):
             if operation is None or operation.responses is None:
                 continue
@@ -113,7 +115,12 @@ def complete_schema(schema: OpenAPI) -> None:
             if operation.security != [{}] and "401" not in responses:
                 responses["401"] = unauthorized
             bad = responses.get("400")
-            if isinstance(bad, OpenAPIResponse) and bad.content and PROBLEM_JSON not in bad.content:
+            if (
+                isinstance(bad, OpenAPIResponse)
+                and bad.content
+                and PROBLEM_JSON not in bad.content
+                and not openai_shaped
+            ):
                 responses["400"] = problem_response(invalid, bad.description)
 
 

@@ -85,6 +85,8 @@ ERRORS: dict[str, ErrorSpec] = {
     ),
     "invalid_cursor": ErrorSpec(400, _PHRASE[400], "before is not a cursor returned by this endpoint"),
     "reset_in_progress": ErrorSpec(409, "Reset In Progress", "your assistant is being reset; retry in a moment"),
+    "no_such_turn": ErrorSpec(404, _PHRASE[404], "no such turn"),
+    "turn_expired": ErrorSpec(410, _PHRASE[410], "this turn's stream is no longer kept; read it in the history"),
     "no_turn": ErrorSpec(404, _PHRASE[404], "no reply is being written right now"),
     "rate_limited": ErrorSpec(429, _PHRASE[429], "too many requests; retry later"),
     "budget_exceeded": ErrorSpec(402, "Budget Exceeded", "your budget is used up; the reply was stopped"),
@@ -114,6 +116,20 @@ ERRORS: dict[str, ErrorSpec] = {
     "budget_refused": ErrorSpec(
         422, _PHRASE[422], "LiteLLM refused the budget change; check max_budget and budget_duration"
     ),
+    # The LLM proxy (/api/v1/llm), which answers these in OpenAI's error shape (service/llm/errors.py); it also
+    # answers budget_exceeded, rate_limited, llm_error, billing_not_ready and the account codes.
+    "llm_invalid_request": ErrorSpec(400, _PHRASE[400], "the request is not a valid chat completion request"),
+    "llm_request_too_large": ErrorSpec(413, _PHRASE[413], "the request body is too large"),
+    "model_not_allowed": ErrorSpec(
+        403, _PHRASE[403], "this model is not available here; GET /api/v1/llm/models lists the models you may use"
+    ),
+    "llm_rejected": ErrorSpec(
+        400, _PHRASE[400], "the language model refused the request; check its parameters and the model's limits"
+    ),
+    "llm_unavailable": ErrorSpec(
+        503, _PHRASE[503], "the language model is unreachable right now; please retry", retry_after=5
+    ),
+    "llm_timeout": ErrorSpec(504, _PHRASE[504], "the language model did not answer in time; please retry"),
     # The auth pass-through (/api/v1/auth/register|login|refresh)
     "auth_passthrough_disabled": ErrorSpec(
         404, _PHRASE[404], "this service does not offer the auth pass-through; use Supabase Auth directly (supabase-js)"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
+from typing import Any
 
 import pytest
 
@@ -239,7 +241,24 @@ USER_ONLY = {
     ("POST", "/api/v1/chat/message"),
     ("GET", "/api/v1/chat/history"),
     ("POST", "/api/v1/chat/cancel"),
+    ("GET", "/api/v1/chat/turns/{turn_id}/stream"),
+    ("GET", "/api/v1/chat/turns/current/stream"),
+    ("POST", "/api/v1/chat/ui"),
+    ("GET", "/api/v1/chat/ui/{chat_id}/stream"),
 }
+# The LLM proxy answers errors as OpenAI error objects ({"error": {"code", ...}}), with the same codes.
+LLM_PROXY = {("POST", "/api/v1/llm/chat/completions"), ("GET", "/api/v1/llm/models")}
+# A body each route takes, so that what is checked is who calls, not what they send.
+BODIES = {"/api/v1/chat/ui": {"messages": [{"role": "user", "parts": [{"type": "text", "text": "x"}]}]}}
+
+
+def error_code(path: str, body: dict[str, Any]) -> str:
+    return str(body["error"]["code"] if path.startswith("/api/v1/llm/") else body["code"])
+
+
+def concrete(path: str) -> str:
+    """A route's path with its parameters filled in (a made-up id: the route must answer before it looks)."""
+    return re.sub(r"\{[^}]+\}", "00000000-0000-4000-8000-000000000000", path)
 
 
 async def routes(client: StackClient) -> set[tuple[str, str]]:
@@ -253,14 +272,18 @@ async def routes(client: StackClient) -> set[tuple[str, str]]:
 
 
 async def test_every_route_is_in_the_matrix(client: StackClient) -> None:
-    assert await routes(client) == PUBLIC | USER_ONLY | {("GET", "/api/v1/auth/me"), ("POST", "/api/v1/user/budget")}
+    admin_or_user = {("GET", "/api/v1/auth/me"), ("POST", "/api/v1/user/budget")}
+    assert await routes(client) == PUBLIC | USER_ONLY | LLM_PROXY | admin_or_user
 
 
 async def test_anonymous_gets_401_on_every_protected_route(client: StackClient) -> None:
     for method, path in await routes(client) - PUBLIC:
-        response = await client.http.request(method, url(client, path), json={})
+        response = await client.http.request(method, url(client, concrete(path)), json={})
         assert response.status_code == 401, (method, path, response.status_code)
-        assert response.headers["content-type"].startswith("application/problem+json")
+        if (method, path) in LLM_PROXY:
+            assert response.json()["error"]["code"] == "unauthorized"
+        else:
+            assert response.headers["content-type"].startswith("application/problem+json")
 
 
 async def test_service_role_and_admin_key_have_no_user_resources(client: StackClient) -> None:
@@ -269,12 +292,13 @@ async def test_service_role_and_admin_key_have_no_user_resources(client: StackCl
         (client.stack.config.service_key, "service_role_refused"),
         (client.stack.config.admin_api_key, "not_a_user"),
     ):
-        for method, path in USER_ONLY:
+        for method, path in USER_ONLY | LLM_PROXY:
+            body = BODIES.get(path, {"content": "x"})
             response = await client.http.request(
-                method, url(client, path), headers={"Authorization": f"Bearer {key}"}, json={"content": "x"}
+                method, url(client, concrete(path)), headers={"Authorization": f"Bearer {key}"}, json=body
             )
             assert response.status_code == 403, (method, path, response.status_code, response.text)
-            assert response.json()["code"] == code, (method, path, response.text)
+            assert error_code(path, response.json()) == code, (method, path, response.text)
 
 
 async def test_user_a_never_sees_user_b(client: StackClient) -> None:
