@@ -14,8 +14,8 @@ from litestar.params import Body, FromPath
 from litestar.testing import AsyncTestClient
 
 from service.errors import DomainError
+from service.llm.calls import CallRecord, parse_request, sse_data
 from service.llm.errors import error_type, openai_error_of, openai_error_response, sse_error, upstream_refusal
-from service.llm.service import CallRecord, _sse_data, parse_request
 from service.settings import Settings, load_settings
 from service.web.problems import ERRORS, ProblemRequest
 from tests.unit.test_settings import MINIMAL
@@ -253,7 +253,7 @@ def test_litellms_refusals_map_to_our_codes(status: int, body: bytes, code: str)
 async def test_litellms_stream_is_read_event_by_event() -> None:
     raw = b'data: {"id":"a"}\n\n: a comment\n\ndata: {"id":\ndata: "b"}\n\nevent: x\ndata: [DONE]\n\n'
     response = httpx.Response(200, content=raw)
-    assert [data async for data in _sse_data(response)] == ['{"id":"a"}', '{"id":\n"b"}', "[DONE]"]
+    assert [data async for data in sse_data(response)] == ['{"id":"a"}', '{"id":\n"b"}', "[DONE]"]
 
 
 def test_usage_gives_the_calls_tokens_and_litellms_cost() -> None:
