@@ -17,6 +17,7 @@ from service.chat.service import Turn
 from service.web.problems import sentence
 
 KEEPALIVE_SECONDS = 15.0
+KEEPALIVE = b": keep-alive\n\n"  # an SSE comment: proxies see traffic, clients ignore it
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connection": "keep-alive"}
 
 
@@ -35,35 +36,30 @@ def sse(event: Numbered) -> bytes:
     return b"id: %d\nevent: " % seq + name.encode() + b"\ndata: " + msgspec.json.encode(data) + b"\n\n"
 
 
-async def sse_stream(turn: Turn) -> AsyncIterator[bytes]:
-    """The turn's events as SSE, with keep-alive comments so proxies do not cut a quiet stream.
-
-    Events already queued are written together (one socket write, not one per token). If the client goes
-    away this generator is cancelled; the turn itself keeps running and is stored.
-    """
-    queue = turn.queue
+async def batches(queue: asyncio.Queue[Numbered | None]) -> AsyncIterator[tuple[list[Numbered], bool] | None]:
+    """A live turn's events as they come: those already queued together (one socket write, not one per token),
+    with whether the turn ended after them; ``None`` after ``KEEPALIVE_SECONDS`` of quiet (time for a keep-alive)."""
     while True:
         try:
             # asyncio.timeout, not wait_for: on 3.11 wait_for wraps every get in a new task, on the token path.
             async with asyncio.timeout(KEEPALIVE_SECONDS):
                 event = await queue.get()
         except TimeoutError:
-            yield b": keep-alive\n\n"
+            yield None
             continue
-        chunk = []
+        batch = []
         while event is not None:
-            chunk.append(sse(event))
+            batch.append(event)
             if queue.empty():
                 break
             event = queue.get_nowait()
-        if chunk:
-            yield b"".join(chunk)
+        yield batch, event is None
         if event is None:
             return
 
 
-async def sse_replay(events: AsyncIterator[Numbered]) -> AsyncIterator[bytes]:
-    """A resumed stream: the journal's events as SSE, with keep-alive comments while the turn is quiet."""
+async def paced(events: AsyncIterator[Numbered]) -> AsyncIterator[Numbered | None]:
+    """A journal's events (a resumed stream) as they come; ``None`` after ``KEEPALIVE_SECONDS`` of quiet."""
     pending: asyncio.Task[Numbered] | None = None
     iterator = aiter(events)
     try:
@@ -72,14 +68,33 @@ async def sse_replay(events: AsyncIterator[Numbered]) -> AsyncIterator[bytes]:
                 pending = asyncio.ensure_future(anext(iterator))
             done, _ = await asyncio.wait({pending}, timeout=KEEPALIVE_SECONDS)
             if not done:
-                yield b": keep-alive\n\n"
+                yield None
                 continue
             try:
                 event = pending.result()
             except StopAsyncIteration:
                 return
             pending = None
-            yield sse(event)
+            yield event
     finally:
         if pending is not None:
             pending.cancel()
+
+
+async def sse_stream(turn: Turn) -> AsyncIterator[bytes]:
+    """The turn's events as SSE, with keep-alive comments so proxies do not cut a quiet stream.
+
+    Events already queued are written together. If the client goes away this generator is cancelled; the turn
+    itself keeps running and is stored.
+    """
+    async for batch in batches(turn.queue):
+        if batch is None:
+            yield KEEPALIVE
+        elif batch[0]:
+            yield b"".join(sse(event) for event in batch[0])
+
+
+async def sse_replay(events: AsyncIterator[Numbered]) -> AsyncIterator[bytes]:
+    """A resumed stream: the journal's events as SSE, with keep-alive comments while the turn is quiet."""
+    async for event in paced(events):
+        yield KEEPALIVE if event is None else sse(event)

@@ -8,7 +8,6 @@ their chunks are mapped in ``service.chat.ui_stream``; refusals before a stream 
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -27,7 +26,7 @@ from service.chat import journal
 from service.chat.errors import agent_timeout, agent_unavailable, turn_in_progress, validate_content
 from service.chat.journal import Numbered
 from service.chat.service import ChatService, Turn
-from service.chat.sse import KEEPALIVE_SECONDS, SSE_HEADERS
+from service.chat.sse import KEEPALIVE, SSE_HEADERS, batches, paced
 from service.chat.ui_stream import DONE, UI_STREAM_HEADERS, UIChatRequest, UIMessageStream, frame, newest_user_text
 from service.db import Database
 from service.errors import DomainError
@@ -41,7 +40,6 @@ from service.web.openapi import body_example, documented, rate_limited
 UI_MAX_BODY_BYTES = 1024 * 1024
 EXAMPLE_TURN_ID = uuid.UUID(str(MESSAGE_EXAMPLE["turn_id"]))
 HEADERS = {**SSE_HEADERS, **UI_STREAM_HEADERS}
-KEEPALIVE = b": keep-alive\n\n"
 
 _SEND_EXAMPLE = {
     "id": "chat-1",
@@ -142,52 +140,27 @@ async def _live(turn: Turn) -> AsyncIterator[bytes]:
     """The turn's events as UI chunks, as they come (those already queued in one write), with keep-alive comments
     while it is quiet. A client that goes away cancels this generator, not the turn: its reply is stored."""
     ui = UIMessageStream(str(turn.turn_id))
-    queue = turn.queue
-    while True:
-        try:
-            async with asyncio.timeout(KEEPALIVE_SECONDS):
-                event = await queue.get()
-        except TimeoutError:
+    async for batch in batches(turn.queue):
+        if batch is None:
             yield KEEPALIVE
             continue
-        out: list[bytes] = []
-        while event is not None:
-            out.extend(frame(chunk) for chunk in ui.chunks(event))
-            if queue.empty():
-                break
-            event = queue.get_nowait()
-        if event is None:
+        events, ended = batch
+        out = [frame(chunk) for event in events for chunk in ui.chunks(event)]
+        if ended:
             out.extend(frame(chunk) for chunk in ui.end())
             out.append(DONE)
         if out:
             yield b"".join(out)
-        if event is None:
-            return
 
 
 async def _replayed(events: AsyncIterator[Numbered], turn_id: str) -> AsyncIterator[bytes]:
     """A journal's events as UI chunks, with keep-alive comments while the turn is quiet."""
     ui = UIMessageStream(turn_id)
-    pending: asyncio.Task[Numbered] | None = None
-    iterator = aiter(events)
-    try:
-        while True:
-            if pending is None:
-                pending = asyncio.ensure_future(anext(iterator))
-            done, _ = await asyncio.wait({pending}, timeout=KEEPALIVE_SECONDS)
-            if not done:
-                yield KEEPALIVE
-                continue
-            try:
-                event = pending.result()
-            except StopAsyncIteration:
-                pending = None
-                yield b"".join(frame(chunk) for chunk in ui.end()) + DONE
-                return
-            pending = None
-            chunks = ui.chunks(event)
-            if chunks:
-                yield b"".join(frame(chunk) for chunk in chunks)
-    finally:
-        if pending is not None:
-            pending.cancel()
+    async for event in paced(events):
+        if event is None:
+            yield KEEPALIVE
+            continue
+        chunks = ui.chunks(event)
+        if chunks:
+            yield b"".join(frame(chunk) for chunk in chunks)
+    yield b"".join(frame(chunk) for chunk in ui.end()) + DONE

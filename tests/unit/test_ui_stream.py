@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from service.chat import ui_controller
+from service.chat import sse, ui_controller
 from service.chat.journal import Numbered
 from service.chat.ui_stream import UIChatRequest, UIMessageStream, frame, newest_user_text
 from service.errors import DomainError
@@ -241,7 +241,7 @@ def test_a_body_without_a_user_message_to_send_is_refused(
 
 
 async def test_the_live_stream_writes_queued_chunks_together_then_done(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ui_controller, "KEEPALIVE_SECONDS", 0.05)
+    monkeypatch.setattr(sse, "KEEPALIVE_SECONDS", 0.05)
     queue: asyncio.Queue[Numbered | None] = asyncio.Queue()
     stream = ui_controller._live(SimpleNamespace(turn_id=TURN, queue=queue))  # type: ignore[arg-type]
 
@@ -266,7 +266,7 @@ async def test_the_live_stream_writes_queued_chunks_together_then_done(monkeypat
 async def test_a_replayed_stream_keeps_alive_and_finishes_interrupted_if_the_events_stop(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(ui_controller, "KEEPALIVE_SECONDS", 0.05)
+    monkeypatch.setattr(sse, "KEEPALIVE_SECONDS", 0.05)
     gate = asyncio.Event()
 
     async def events() -> AsyncIterator[Numbered]:
