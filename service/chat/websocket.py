@@ -46,10 +46,9 @@ from service.chat import journal
 from service.chat.errors import no_turn, turn_in_progress, validate_content
 from service.chat.service import ChatService, Turn
 from service.chat.sse import present
-from service.db import DATABASE_UNAVAILABLE
 from service.errors import DomainError
 from service.settings import Settings
-from service.web.problems import error_frame
+from service.web.problems import REFUSALS, error_frame
 
 logger = logging.getLogger("service.chat")
 
@@ -217,8 +216,8 @@ class ChatSocket:
             return
         try:
             cancelled = await self.chat.request_cancel(self.principal.user_id)
-        except DATABASE_UNAVAILABLE:
-            await self.send(error_frame(DomainError("database_unavailable")))
+        except REFUSALS as exc:
+            await self.send(error_frame(exc))
             return
         if not cancelled:
             await self.send(error_frame(no_turn()))
@@ -233,11 +232,8 @@ class ChatSocket:
                 raise turn_in_progress()
             validate_content(content, self.max_message_bytes)
             self.turn = await self.chat.start(self.principal.user_id, content)
-        except DomainError as exc:
+        except REFUSALS as exc:
             await self.send(error_frame(exc))
-            return
-        except DATABASE_UNAVAILABLE:
-            await self.send(error_frame(DomainError("database_unavailable")))
             return
         except Exception:
             # Over HTTP this is a 500 problem; here the socket stays open for the next message.
@@ -257,11 +253,8 @@ class ChatSocket:
             if turn_id is None:
                 raise no_turn()
             await journal.check_resumable(self.chat.db, user_id, turn_id)
-        except DomainError as exc:
+        except REFUSALS as exc:
             await self.send(error_frame(exc))
-            return
-        except DATABASE_UNAVAILABLE:
-            await self.send(error_frame(DomainError("database_unavailable")))
             return
         self.forwarder = asyncio.create_task(self.follow(turn_id, after))
 

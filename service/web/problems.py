@@ -193,8 +193,22 @@ class ProblemError(HTTPException):
 _FRAME_MEMBERS = ("spend", "max_budget", "retry_after", "turn_id", "limit", "window_seconds")
 
 
-def error_frame(error: DomainError) -> dict[str, Any]:
-    """A WebSocket ``error`` frame for a domain error: its code, sentence and the HTTP status it has elsewhere."""
+# What the web edge answers as a domain error: the domain's own, and a database that cannot answer right now.
+REFUSALS: tuple[type[BaseException], ...] = (DomainError, *DATABASE_UNAVAILABLE)
+
+
+def as_domain_error(exc: BaseException) -> DomainError:
+    """One of ``REFUSALS`` as the domain error it is answered with."""
+    if isinstance(exc, DomainError):
+        return exc
+    logger.warning("database unavailable", extra={"error": repr(exc)})
+    return DomainError("database_unavailable")
+
+
+def error_frame(refusal: BaseException) -> dict[str, Any]:
+    """A WebSocket ``error`` frame for one of ``REFUSALS``: its code, sentence and the HTTP status it has
+    elsewhere."""
+    error = as_domain_error(refusal)
     spec = spec_of(error.code)
     members = error.members if error.retry_after is None else {**error.members, "retry_after": error.retry_after}
     extra = {k: v for k, v in members.items() if k in _FRAME_MEMBERS}
@@ -220,11 +234,8 @@ def problem_body(
 
 def _problem_response(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     headers: dict[str, str] = {}
-    if isinstance(exc, DATABASE_UNAVAILABLE):
-        logger.warning("database unavailable", extra={"path": request.url.path, "error": repr(exc)})
-        exc = DomainError("database_unavailable")
-    if isinstance(exc, DomainError):
-        exc = ProblemError.of(exc)
+    if isinstance(exc, REFUSALS):
+        exc = ProblemError.of(as_domain_error(exc))
     if isinstance(exc, ProblemError):
         status, title, detail = exc.status_code, exc.title, exc.detail
         body = problem_body(status, title, detail, request.url.path, exc.type_, **exc.members)
