@@ -20,21 +20,17 @@ two clocks disagree, the total cannot. Each step is one idempotent statement: re
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
-import random
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-import asyncpg
-
+from service.background import every
 from service.billing.budgets import Billing
-from service.clients.errors import UpstreamError
 from service.clients.litellm import LiteLLMClient
-from service.db import DATABASE_UNAVAILABLE, Database
+from service.db import Database
 from service.settings import Settings
 
 logger = logging.getLogger("service.billing.reconcile")
@@ -154,10 +150,6 @@ _FINALIZE = f"""
 """  # noqa: S608 - composed from constants only
 
 
-# What may fail one pass without ending the loop (the next pass tries again).
-_PASS_FAILURES: tuple[type[BaseException], ...] = (asyncpg.PostgresError, UpstreamError, *DATABASE_UNAVAILABLE)
-
-
 def key_hash(key: str) -> str:
     """How LiteLLM stores a key (and filters spend records by it): sha256, hex."""
     return hashlib.sha256(key.encode()).hexdigest()
@@ -215,11 +207,6 @@ class CostReconciler:
         return int(result["turns"]) + int(result["calls"])
 
     async def run(self, stop: asyncio.Event) -> None:
-        interval = self.settings.cost_reconcile_interval_seconds
-        while not stop.is_set():
-            try:
-                await self.reconcile_once()
-            except _PASS_FAILURES as exc:
-                logger.warning("cost reconciliation pass failed", extra={"error": repr(exc)})
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=interval * random.uniform(0.8, 1.2))  # noqa: S311
+        await every(
+            self.settings.cost_reconcile_interval_seconds, stop, self.reconcile_once, logger, "cost reconciliation"
+        )

@@ -15,19 +15,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import asyncpg
 
+from service.background import every
 from service.chat import events, journal, store
 from service.chat.events import TurnResult
 from service.chat.outcome import TurnIds, TurnRecorder
 from service.clients.errors import UpstreamError
 from service.clients.letta import LettaClient
-from service.db import DATABASE_UNAVAILABLE, Database
+from service.db import Database
 from service.settings import Settings
 
 logger = logging.getLogger("service.chat.recovery")
@@ -58,10 +58,6 @@ _SEIZE_LEASE = """
     where user_id = $1 and turn_id = $2
     returning turn_id
 """
-
-
-# What may fail one pass without ending the loop (the next pass tries again).
-_PASS_FAILURES: tuple[type[BaseException], ...] = (asyncpg.PostgresError, UpstreamError, *DATABASE_UNAVAILABLE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,15 +172,10 @@ class TurnRecovery:
             events.settle(result, cancelled=cancelled)
         return result
 
+    async def _pass(self) -> None:
+        await self.recover_once()
+        await journal.delete_old(self.db, self.settings.turn_resume_seconds)
+
     async def run(self, stop: asyncio.Event) -> None:
-        """The loop every replica runs: jittered, so replicas do not scan in lockstep. It also drops the
-        journals of turns older than ``TURN_RESUME_SECONDS``."""
-        while not stop.is_set():
-            try:
-                await self.recover_once()
-                await journal.delete_old(self.db, self.settings.turn_resume_seconds)
-            except _PASS_FAILURES as exc:
-                logger.warning("recovery pass failed", extra={"error": repr(exc)})
-            with contextlib.suppress(TimeoutError):
-                jitter = random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not crypto
-                await asyncio.wait_for(stop.wait(), timeout=INTERVAL_SECONDS * jitter)
+        """The loop every replica runs; it also drops the journals of turns older than ``TURN_RESUME_SECONDS``."""
+        await every(INTERVAL_SECONDS, stop, self._pass, logger, "recovery")

@@ -17,17 +17,14 @@ Deletion is the mirror image: the ``auth.users`` delete trigger queues ``private
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import random
 import uuid
 from functools import partial
 from typing import Any
 
-import asyncpg
-
 from service.agents.lifecycle import AgentLifecycle
 from service.agents.spec import provider_name
+from service.background import every
 from service.clients.errors import UpstreamError
 from service.clients.letta import LettaClient
 from service.clients.litellm import LiteLLMClient
@@ -230,12 +227,4 @@ class Provisioner:
         return len(due) + len(deletions)
 
     async def run_reconciler(self, stop: asyncio.Event) -> None:
-        interval = self.settings.reconcile_interval_seconds
-        while not stop.is_set():
-            try:
-                await self.reconcile_once()
-            except (OSError, asyncpg.PostgresError) as exc:
-                logger.warning("reconciler pass failed", extra={"error": str(exc)})
-            # Jittered so replicas do not scan in lockstep.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=interval * random.uniform(0.8, 1.2))  # noqa: S311
+        await every(self.settings.reconcile_interval_seconds, stop, self.reconcile_once, logger, "reconciler")
