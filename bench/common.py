@@ -71,13 +71,20 @@ def _raise_interrupt(signum: int, _frame: FrameType | None) -> None:
 def running_stack(
     service_env: Mapping[str, str] | None = None, letta_env: Mapping[str, str] | None = None
 ) -> Iterator[Stack]:
-    """Boot the bench stack (fresh data) and always stop it: on return, exceptions, Ctrl-C and SIGTERM."""
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    stack = Stack(bench_config(dict(letta_env or {}), **(service_env or {})))
+    """Boot the bench stack (fresh data) and always stop it (``booted``)."""
     if service_env or letta_env:
         print(f"extra environment: service {dict(service_env or {})}, Letta {dict(letta_env or {})}", flush=True)
+    with booted(bench_config(dict(letta_env or {}), **(service_env or {}))) as stack:
+        yield stack
+
+
+@contextlib.contextmanager
+def booted(config: StackConfig) -> Iterator[Stack]:
+    """Boot a stack and always stop it: on return, exceptions, Ctrl-C and SIGTERM."""
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    stack = Stack(config)
     started = time.monotonic()
-    print(f"booting the bench stack (state in {stack.state_dir}) ...", flush=True)
+    print(f"booting the {config.name} stack (state in {stack.state_dir}) ...", flush=True)
     try:
         stack.up()
         print(f"stack up in {time.monotonic() - started:.1f}s", flush=True)
@@ -87,7 +94,7 @@ def running_stack(
         previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stopping = time.monotonic()
-        print("stopping the bench stack ...", flush=True)
+        print(f"stopping the {config.name} stack ...", flush=True)
         try:
             stack.down()
         finally:

@@ -30,16 +30,15 @@ import asyncio
 import base64
 import contextlib
 import os
-import signal
 import statistics
 import struct
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from bench.common import banner, entry_point, parse_env, print_table, rss_kib, service_pid
+from bench.common import banner, booted, entry_point, parse_env, print_table, rss_kib, service_pid
 from devstack.stack import Stack, StackConfig
 from service.chat.websocket import MAX_FIRST_FRAME_BYTES
 
@@ -75,30 +74,11 @@ def bench_lock() -> Iterator[None]:
         LOCK.unlink(missing_ok=True)
 
 
-def _raise_interrupt(signum: int, _frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 @contextlib.contextmanager
 def hostile_stack(service_env: Mapping[str, str]) -> Iterator[Stack]:
-    """The stack under the name ``hostile`` on its own ports, always stopped (as ``bench.common.running_stack``)."""
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    stack = Stack(StackConfig(name="hostile", fresh=True, service_env=dict(service_env), **PORTS))  # type: ignore[arg-type]
-    started = time.monotonic()
-    print(f"booting the stack (state in {stack.state_dir}) ...", flush=True)
-    try:
-        stack.up()
-        print(f"stack up in {time.monotonic() - started:.1f}s", flush=True)
+    """The stack under the name ``hostile`` on its own ports, always stopped."""
+    with booted(StackConfig(name="hostile", fresh=True, service_env=dict(service_env), **PORTS)) as stack:  # type: ignore[arg-type]
         yield stack
-    finally:
-        previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        print("stopping the stack ...", flush=True)
-        try:
-            stack.down()
-        finally:
-            signal.signal(signal.SIGINT, previous_int)
-            signal.signal(signal.SIGTERM, previous)
 
 
 # -- RSS ---------------------------------------------------------------------------------------------------------
