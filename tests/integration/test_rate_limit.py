@@ -34,6 +34,7 @@ from service.rate_limit import PostgresRateLimiter, RateDecision, check_rate_lim
 from service.settings import Settings
 from service.web.problems import exception_handlers
 from service.wiring import DEPENDENCIES
+from tests.asgi import PeerFromHeader
 from tests.integration.support import PoolFactory, new_user_id, service_settings
 
 pytestmark = pytest.mark.integration
@@ -320,16 +321,6 @@ async def test_two_replicas_share_the_limits_per_email_and_per_ip(database_url: 
         assert (LOGIN_PER_EMAIL, subject_key(secret, "email", "ada@example.com")) in stored
         assert (LOGIN_PER_IP, subject_key(secret, "ip", "203.0.113.9")) in stored
         assert not any("@" in k or "." in k for _, k in stored)
-
-
-class PeerFromHeader(ASGIMiddleware):
-    """Sets the connection's peer address to the request's ``X-Test-Peer``."""
-
-    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
-        peer = dict(scope["headers"]).get(b"x-test-peer")
-        if peer:
-            scope["client"] = (peer.decode(), 50000)
-        await next_app(scope, receive, send)
 
 
 @asynccontextmanager

@@ -24,9 +24,7 @@ from typing import Any
 import httpx
 import pytest
 from litestar import Litestar
-from litestar.middleware import ASGIMiddleware
 from litestar.testing import AsyncTestClient
-from litestar.types import ASGIApp, Receive, Scope, Send
 from pytest_httpx import HTTPXMock
 
 from service.auth.passthrough.controller import UNREACHABLE, AuthPassthroughController
@@ -46,6 +44,7 @@ from service.rate_limit import RateDecision
 from service.settings import SettingsError, load_settings
 from service.web.problems import PROBLEM_JSON, exception_handlers
 from service.wiring import DEPENDENCIES
+from tests.asgi import PeerFromHeader
 
 SUPABASE_URL = "https://project.supabase.co"
 AUTH = f"{SUPABASE_URL}/auth/v1"
@@ -142,16 +141,6 @@ class MemoryLimiter:
         used = self.hits.count((bucket, key))
         allowed = used <= limit
         return RateDecision(allowed, bucket, limit, window, max(0, limit - used), 0 if allowed else window // limit)
-
-
-class PeerFromHeader(ASGIMiddleware):
-    """Sets the connection's peer address to the request's ``X-Test-Peer`` (the test client's is "testclient")."""
-
-    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
-        peer = dict(scope["headers"]).get(b"x-test-peer")
-        if peer:
-            scope["client"] = (peer.decode(), 50000)
-        await next_app(scope, receive, send)
 
 
 def build_app(env: dict[str, str] | None = None, limiter: MemoryLimiter | None = None) -> Litestar:
