@@ -5,15 +5,25 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install dev test test-unit test-integration test-e2e test-deno lint typecheck format bench clean
+.PHONY: install dev test test-unit test-integration test-e2e test-deno lint typecheck format bench clean lock lock-check
 
-$(VENV)/.installed: pyproject.toml
+# Exact versions with hashes from requirements/*.lock (see devstack/lock.py): nothing is resolved here.
+$(VENV)/.installed: pyproject.toml requirements/bootstrap.lock requirements/dev.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --require-hashes -r requirements/bootstrap.lock
+	$(PY) -m pip install --quiet --require-hashes -r requirements/dev.lock
+	$(PY) -m pip install -qq --no-deps --no-build-isolation -e .
 	touch $@
 
-.devstack/.installed: devstack/install.sh devstack/letta-server-0.16.8.requirements.txt $(wildcard supabase/functions/*/deno.lock) tests/e2e/ai_sdk/deno.lock
+# After editing pyproject.toml's dependencies or requirements/bootstrap.in; `make lock ARGS='--upgrade-package X'`
+# moves one locked package to its newest release.
+lock: $(VENV)/.installed
+	$(PY) -m devstack.lock $(ARGS)
+
+lock-check: $(VENV)/.installed
+	$(PY) -m devstack.lock --check
+
+.devstack/.installed: devstack/install.sh requirements/bootstrap.lock devstack/letta-server-0.16.8.lock $(wildcard supabase/functions/*/deno.lock) tests/e2e/ai_sdk/deno.lock
 	bash devstack/install.sh
 	touch $@
 
@@ -29,7 +39,7 @@ lint: $(VENV)/.installed
 typecheck: $(VENV)/.installed
 	$(VENV)/bin/mypy
 
-test: install lint typecheck
+test: install lock-check lint typecheck
 	$(PY) -m pytest -q
 
 test-unit: $(VENV)/.installed

@@ -60,17 +60,25 @@ fi
 chmod a+rx "$DS"
 
 # --- Letta server: own venv, because it pins old pydantic/fastapi; installed from a working freeze --
+# The lock is that freeze with hashes (`make lock`). Its marker names the checksum of the locks, so an
+# edited lock is installed over the existing venv at the next run.
 LETTA_VENV=$DS/letta-venv
+LETTA_LOCK=devstack/letta-server-$LETTA_VERSION.lock
+letta_lock_sum="$(cat requirements/bootstrap.lock "$LETTA_LOCK" | sha256sum | cut -c1-16)"
 if ! done_marker "letta-venv-$LETTA_VERSION"; then
     step "Letta server $LETTA_VERSION -> $LETTA_VENV (takes a few minutes)"
     rm -rf "$LETTA_VENV"
     "$PY" -m venv "$LETTA_VENV"
-    # The image's pip 23 crashes resolving this set: upgrade first.
-    "$LETTA_VENV/bin/pip" install -qq --upgrade pip
-    "$LETTA_VENV/bin/pip" install -qq -r devstack/letta-server-$LETTA_VERSION.requirements.txt \
-        "letta==$LETTA_VERSION"
+fi
+if ! done_marker "letta-lock-$letta_lock_sum"; then
+    step "Letta venv <- requirements/bootstrap.lock $LETTA_LOCK"
+    # Pinned pip first: the image's pip 23 crashes resolving this set.
+    "$LETTA_VENV/bin/pip" install -qq --require-hashes -r requirements/bootstrap.lock
+    "$LETTA_VENV/bin/pip" install -qq --require-hashes -r "$LETTA_LOCK"
     installed="$("$LETTA_VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("letta"))')"
     [[ "$installed" == "$LETTA_VERSION" ]] || { echo "letta $installed installed, want $LETTA_VERSION" >&2; exit 1; }
+    rm -f "$MARKERS"/letta-lock-*
+    mark "letta-lock-$letta_lock_sum"
     mark "letta-venv-$LETTA_VERSION"
 else
     step "Letta venv $LETTA_VERSION present"
@@ -82,7 +90,9 @@ if ! done_marker "letta-alembic-$LETTA_VERSION"; then
     step "Letta $LETTA_VERSION alembic migrations -> $ALEMBIC_DIR"
     tmp="$(mktemp -d)"
     trap 'rm -rf "$tmp"' EXIT
-    "$LETTA_VENV/bin/pip" download -qq --no-deps --no-binary :all: -d "$tmp" "letta==$LETTA_VERSION"
+    # The sdist, checked against letta's hashes in the lock.
+    awk '/^letta==/ { keep = 1; print; next } /^[^ ]/ { keep = 0 } keep' "$LETTA_LOCK" >"$tmp/letta.txt"
+    "$LETTA_VENV/bin/pip" download -qq --no-deps --no-binary :all: --require-hashes -d "$tmp" -r "$tmp/letta.txt"
     tar -xzf "$tmp"/letta-"$LETTA_VERSION".tar.gz -C "$tmp" \
         "letta-$LETTA_VERSION/alembic" "letta-$LETTA_VERSION/alembic.ini"
     rm -rf "$ALEMBIC_DIR"
