@@ -7,17 +7,22 @@ from litestar.config.cors import CORSConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
+from service.agents.admin_controller import AgentAdminController
 from service.agents.controller import AgentController
 from service.auth.controller import AuthController
 from service.auth.middleware import auth_middleware
 from service.auth.passthrough.controller import AuthPassthroughController
 from service.billing.controller import BillingController
 from service.chat.controller import ChatController
+from service.chat.feedback_controller import FeedbackController
+from service.chat.search_controller import ChatSearchController
 from service.chat.ui_controller import ChatUIController
 from service.chat.websocket import chat_stream
 from service.llm.controller import LLMController
+from service.observability import setup as observability
 from service.provisioning.controller import WebhookController
 from service.settings import Settings, get_settings
+from service.threads.controller import ThreadController
 from service.users.controller import UserController
 from service.web.docs import docs_plugins
 from service.web.health import HealthController
@@ -39,22 +44,28 @@ def create_app(settings: Settings | None = None) -> Litestar:
             WebhookController,
             ChatController,
             ChatUIController,
+            ChatSearchController,
+            FeedbackController,
+            ThreadController,
             chat_stream,
             AgentController,
+            AgentAdminController,
             UserController,
             BillingController,
             LLMController,
+            *observability.ROUTES,
         ],
         dependencies=DEPENDENCIES,
-        lifespan=[lifespan(settings)],
-        middleware=[request_id_middleware, auth_middleware],
+        # Observability's first: it ends last, after the services' (the traces of their last turns flushed).
+        lifespan=[observability.lifespan(settings), lifespan(settings)],
+        middleware=[*observability.instrument(settings), request_id_middleware, auth_middleware],
         exception_handlers=exception_handlers,
         request_class=ProblemRequest,
         # The CORS refusal's problem mints the request id that the header hook then echoes.
         before_send=[cors_refusal_as_problem, add_request_id_header],
         cors_config=CORSConfig(
             allow_origins=settings.cors_allow_origins,
-            allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
             allow_headers=[
                 "Authorization",
                 "Content-Type",

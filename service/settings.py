@@ -13,7 +13,7 @@ import logging
 import os
 from collections.abc import Mapping
 from functools import lru_cache
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlparse
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
@@ -93,6 +93,8 @@ class Settings(BaseSettings):
 
     letta_base_url: str = Field(validation_alias="LETTA_BASE_URL")
     letta_api_token: SecretStr | None = Field(None, validation_alias="LETTA_API_TOKEN")
+    # Run on a Letta version outside TESTED_LETTA_VERSIONS (service/clients/letta_version.py), with a warning.
+    letta_allow_untested_version: bool = Field(False, validation_alias="LETTA_ALLOW_UNTESTED_VERSION")
 
     litellm_base_url: str = Field(validation_alias="LITELLM_BASE_URL")
     litellm_master_key: SecretStr = Field(validation_alias="LITELLM_MASTER_KEY")
@@ -105,6 +107,9 @@ class Settings(BaseSettings):
     # The API reference page at /schema: unset = on, except in production.
     api_docs: bool | None = Field(None, validation_alias="API_DOCS")
     llm_model: str = Field("gpt-4o-mini", validation_alias="LLM_MODEL")
+    # A thread's title after its first reply: written by LLM_MODEL on the user's key (a billed call), or the first
+    # message's opening words (no call).
+    thread_titles: Literal["llm", "first_message"] = Field("llm", validation_alias="THREAD_TITLES")
     llm_context_window: int = Field(32000, ge=1024, validation_alias="LLM_CONTEXT_WINDOW")
     embedding_model: str = Field("text-embedding-3-small", validation_alias="EMBEDDING_MODEL")
     embedding_dim: int = Field(1536, ge=1, validation_alias="EMBEDDING_DIM")
@@ -114,10 +119,10 @@ class Settings(BaseSettings):
     webhook_tolerance_seconds: int = Field(300, ge=1, validation_alias="WEBHOOK_TOLERANCE_SECONDS")
     provisioning_max_attempts: int = Field(8, ge=1, validation_alias="PROVISIONING_MAX_ATTEMPTS")
     reconcile_interval_seconds: float = Field(30.0, ge=0.1, validation_alias="RECONCILE_INTERVAL_SECONDS")
-    # LiteLLM writes its spend records in batches (proxy_batch_write_at, 10 s by default): a turn's charges are
-    # read this long after it ended, when they have all been written.
     # How long a turn's events are kept for resuming its stream (then the history has it).
     turn_resume_seconds: float = Field(3600.0, ge=10.0, validation_alias="TURN_RESUME_SECONDS")
+    # LiteLLM writes its spend records in batches (proxy_batch_write_at, 10 s by default): a turn's charges are
+    # read this long after it ended, when they have all been written.
     cost_settle_seconds: float = Field(30.0, ge=0.0, validation_alias="COST_SETTLE_SECONDS")
     cost_reconcile_interval_seconds: float = Field(10.0, ge=0.1, validation_alias="COST_RECONCILE_INTERVAL_SECONDS")
 
@@ -130,6 +135,8 @@ class Settings(BaseSettings):
     chat_max_message_bytes: int = Field(16 * 1024, ge=1, le=64 * 1024, validation_alias="CHAT_MAX_MESSAGE_BYTES")
     rate_limit_chat_per_minute: int = Field(20, ge=1, validation_alias="RATE_LIMIT_CHAT_PER_MINUTE")
     rate_limit_memory_per_minute: int = Field(30, ge=1, validation_alias="RATE_LIMIT_MEMORY_PER_MINUTE")
+    # Message search (GET /api/v1/chat/search): room for search-as-you-type with a debounce.
+    rate_limit_search_per_minute: int = Field(60, ge=1, validation_alias="RATE_LIMIT_SEARCH_PER_MINUTE")
 
     # --- The LLM proxy (/api/v1/llm): OpenAI-compatible calls, billed to the user's own LiteLLM key ----------------
     # Comma-separated model names (as LiteLLM knows them) users may call; unset: LLM_MODEL only.
@@ -206,6 +213,45 @@ class Settings(BaseSettings):
     http_max_body_bytes: int = Field(64 * 1024, ge=1024, validation_alias="HTTP_MAX_BODY_BYTES")
     ws_max_sockets: int = Field(800, ge=1, validation_alias="WS_MAX_SOCKETS")
     ws_max_sockets_per_user: int = Field(10, ge=1, validation_alias="WS_MAX_SOCKETS_PER_USER")
+
+    # --- Metrics and traces (service/observability) ----------------------------------------------------------------
+    # GET /metrics answers the admin credential. METRICS_PORT (unset: off) also serves it, without authentication, on
+    # METRICS_HOST:METRICS_PORT: for a scraper on a private network.
+    metrics_port: int | None = Field(None, ge=1, le=65535, validation_alias="METRICS_PORT")
+    metrics_host: str = Field("127.0.0.1", validation_alias="METRICS_HOST")
+    # Traces are off unless an OTLP endpoint is set (the standard variables; OTLP over HTTP/protobuf): the base one
+    # gets /v1/traces appended, the traces one is used as it is. OTEL_SDK_DISABLED=true keeps them off.
+    otel_exporter_otlp_endpoint: str | None = Field(None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT")
+    otel_exporter_otlp_traces_endpoint: str | None = Field(None, validation_alias="OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    otel_exporter_otlp_protocol: str = Field("http/protobuf", validation_alias="OTEL_EXPORTER_OTLP_PROTOCOL")
+    otel_service_name: str = Field("ai-chat-backend", validation_alias="OTEL_SERVICE_NAME")
+    otel_sdk_disabled: bool = Field(False, validation_alias="OTEL_SDK_DISABLED")
+
+    @field_validator("otel_exporter_otlp_endpoint", "otel_exporter_otlp_traces_endpoint")
+    @classmethod
+    def _otlp_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        parsed = urlparse(value or "")
+        if value is not None and (parsed.scheme not in ("http", "https") or not parsed.netloc):
+            raise ValueError(f"{cls._variable(info)}={value!r} is not an http(s) URL")
+        return value
+
+    @field_validator("otel_exporter_otlp_protocol")
+    @classmethod
+    def _otlp_protocol(cls, value: str) -> str:
+        if value != "http/protobuf":
+            raise ValueError(f"OTEL_EXPORTER_OTLP_PROTOCOL={value!r}: only http/protobuf is supported (OTLP over HTTP)")
+        return value
+
+    @property
+    def otlp_traces_endpoint(self) -> str | None:
+        """Where traces are sent, or None: tracing is off."""
+        if self.otel_sdk_disabled:
+            return None
+        if self.otel_exporter_otlp_traces_endpoint:
+            return self.otel_exporter_otlp_traces_endpoint
+        if self.otel_exporter_otlp_endpoint:
+            return f"{self.otel_exporter_otlp_endpoint.rstrip('/')}/v1/traces"
+        return None
 
     @property
     def is_production(self) -> bool:

@@ -22,15 +22,19 @@ from service.auth.passthrough.service import AuthPassthrough, bucket_limits
 from service.auth.tokens import TokenVerifier
 from service.billing.budgets import Billing
 from service.billing.reconcile import CostReconciler
+from service.chat.feedback import FeedbackService
 from service.chat.service import ChatService
 from service.clients.http import http_client
 from service.clients.letta import LettaClient
+from service.clients.letta_version import LettaVersion
 from service.clients.litellm import LiteLLMClient
 from service.db import Database, create_pool
 from service.llm.service import LLMProxy
 from service.provisioning.service import Provisioner
-from service.rate_limit import CHAT_BUCKET, LLM_BUCKET, MEMORY_BUCKET, PostgresRateLimiter
+from service.rate_limit import CHAT_BUCKET, LLM_BUCKET, MEMORY_BUCKET, SEARCH_BUCKET, PostgresRateLimiter
 from service.settings import Settings
+from service.threads.service import ThreadService
+from service.threads.titles import ThreadTitler
 from service.web.state import services_of
 
 
@@ -50,13 +54,16 @@ class Services:
     costs: CostReconciler
     passthrough: AuthPassthrough | None  # None while AUTH_PASSTHROUGH_ENABLED is off
     llm: LLMProxy
+    threads: ThreadService
+    feedback: FeedbackService
 
 
 def build_services(settings: Settings, http: httpx.AsyncClient, db: Database) -> Services:
     def secret(value: Any) -> str | None:
         return value.get_secret_value() if value is not None else None
 
-    letta = LettaClient(http, settings.letta_base_url, secret(settings.letta_api_token))
+    version = LettaVersion(http, settings.letta_base_url, allow_untested=settings.letta_allow_untested_version)
+    letta = LettaClient(http, settings.letta_base_url, secret(settings.letta_api_token), version)
     litellm = LiteLLMClient(http, settings.litellm_base_url, settings.litellm_master_key.get_secret_value())
     tokens = TokenVerifier(
         audience=settings.jwt_audience,
@@ -73,6 +80,7 @@ def build_services(settings: Settings, http: httpx.AsyncClient, db: Database) ->
             CHAT_BUCKET: (settings.rate_limit_chat_per_minute, 60),
             MEMORY_BUCKET: (settings.rate_limit_memory_per_minute, 60),
             LLM_BUCKET: (settings.rate_limit_llm_per_minute, 60),
+            SEARCH_BUCKET: (settings.rate_limit_search_per_minute, 60),
         },
     )
     lifecycle = AgentLifecycle(db, letta, litellm.openai_base_url, settings)
@@ -85,6 +93,9 @@ def build_services(settings: Settings, http: httpx.AsyncClient, db: Database) ->
     if settings.auth_passthrough_enabled:
         passthrough = AuthPassthrough.from_settings(settings, PostgresRateLimiter(db, bucket_limits(settings)))
     llm = LLMProxy(db, http, billing, rate_limiter, settings)
+    chat.titler = ThreadTitler(db, llm, settings)  # a thread's title is a call on the user's key, like the proxy's
+    threads = ThreadService(db, letta)
+    feedback = FeedbackService(db, letta)
     return Services(
         settings,
         http,
@@ -100,6 +111,8 @@ def build_services(settings: Settings, http: httpx.AsyncClient, db: Database) ->
         costs,
         passthrough,
         llm,
+        threads,
+        feedback,
     )
 
 
@@ -109,9 +122,21 @@ def lifespan(settings: Settings) -> Callable[[Litestar], Any]:
         # One pooled HTTP client per process: connection reuse to Letta/LiteLLM matters for latency.
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
         timeout = httpx.Timeout(settings.http_timeout_seconds, connect=5.0)
-        async with http_client(limits=limits, timeout=timeout) as http:
+        # Its calls are observed (metrics, traces) by upstream: the route templates under each base URL.
+        upstreams = {
+            "letta": settings.letta_base_url,
+            "litellm": settings.litellm_base_url,
+            "supabase": settings.supabase_url,
+        }
+        async with http_client(limits=limits, timeout=timeout, upstreams=upstreams) as http:
             db = await create_pool(settings)
             services = build_services(settings, http, db)
+            if services.letta.version is not None:
+                try:
+                    await services.letta.version.check_at_start()  # an untested Letta version stops the start here
+                except BaseException:
+                    await db.close()
+                    raise
             app.state.services = services
             stop = asyncio.Event()
             loops = [
@@ -127,6 +152,7 @@ def lifespan(settings: Settings) -> Callable[[Litestar], Any]:
                 await asyncio.gather(*loops)
                 await services.chat.drain()
                 await services.llm.drain()
+                await services.feedback.drain()
                 await services.provisioner.drain()
                 await db.close()
 
@@ -178,6 +204,14 @@ def _llm(state: State) -> LLMProxy:
     return services_of(state).llm
 
 
+def _threads(state: State) -> ThreadService:
+    return services_of(state).threads
+
+
+def _feedback(state: State) -> FeedbackService:
+    return services_of(state).feedback
+
+
 DEPENDENCIES: dict[str, Provide] = {
     name: Provide(provide, sync_to_thread=False)
     for name, provide in {
@@ -190,6 +224,8 @@ DEPENDENCIES: dict[str, Provide] = {
         "billing": _billing,
         "provisioner": _provisioner,
         "chat": _chat,
+        "threads": _threads,
+        "feedback": _feedback,
         "agents": _agents,
         "llm": _llm,
     }.items()

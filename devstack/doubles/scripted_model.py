@@ -12,6 +12,7 @@ It is built to make Letta's memory observable:
 * a question -> answered ONLY from the memory blocks rendered in the system prompt, never from
   the chat history: "From my memory: <line>" or "I don't know that yet.". A correct answer in a new
   conversation therefore proves that Letta kept the memory.
+* the service's thread-title request -> the first five words of the message, title-cased.
 * magic phrases: "[[slow]]" (20 words, 100 ms apart), "[[long N]]" (N words),
   "[[archive <fact>]]" (``archival_memory_insert``); anything else -> "You said: <message>".
 * Letta's summarization request (sent when the context window fills: compaction of ``letta_v1_agent``)
@@ -105,6 +106,19 @@ _MAGIC_RE = re.compile(r"\[\[.*?\]\]", re.S)
 SUMMARY_QUOTE_WORDS = 12
 SUMMARY_QUOTE_CHARS = 100
 SUMMARY_MAX_TOOLS = 5
+
+
+# The service's thread-title request (service/threads/titles.py TITLE_PROMPT): answered with the first words of the
+# user's message, title-cased ("[[untitled]]" in it: an empty answer, so the service falls back to the message).
+TITLE_PROMPT_OPENING = "Write a title of at most six words"
+TITLE_WORDS = 5
+
+
+def title_for(text: str) -> str:
+    if "[[untitled]]" in text:
+        return ""
+    words = re.findall(r"[^\W_]+", _MAGIC_RE.sub(" ", text))
+    return " ".join(word.capitalize() for word in words[:TITLE_WORDS]) or "New chat"
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +230,8 @@ def decide(body: Mapping[str, Any]) -> Reply:
     messages: Sequence[Mapping[str, Any]] = body.get("messages") or []
     if is_summary_request(messages):
         return Reply(text=summarize(messages))
+    if system_text(messages).startswith(TITLE_PROMPT_OPENING):
+        return Reply(text=title_for(latest_user_text(messages) or ""))
     tools = offered_tools(body)
     user_index = _latest_user_index(messages)
     if user_index is None:

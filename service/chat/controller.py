@@ -19,6 +19,7 @@ from service.chat import journal, store
 from service.chat.errors import (
     agent_timeout,
     agent_unavailable,
+    no_such_thread,
     no_turn,
     turn_failed,
     turn_in_progress,
@@ -30,13 +31,16 @@ from service.chat.service import ChatService, Turn
 from service.chat.sse import SSE_HEADERS, sse_replay, sse_stream
 from service.db import Database
 from service.errors import DomainError
+from service.pagination import decode_cursor, encode_cursor
 from service.rate_limit import CHAT_BUCKET
 from service.settings import Settings
+from service.threads import store as thread_store
 from service.users.profiles import ReadyProfile
 from service.web.examples import CHAT_REPLY_EXAMPLE, EXHAUSTED_BUDGET, MESSAGE_EXAMPLE, USER_ID
 from service.web.openapi import NOT_READY, body_example, documented, ok, rate_limited
 
 EXAMPLE_TURN_ID = uuid.UUID(str(MESSAGE_EXAMPLE["turn_id"]))
+EXAMPLE_THREAD_ID = uuid.UUID(str(MESSAGE_EXAMPLE["thread_id"]))
 
 
 class ChatController(Controller):
@@ -61,7 +65,8 @@ class ChatController(Controller):
                 "JSON reply, or with Accept: text/event-stream an SSE stream (see README for the events)",
             ),
             402: documented(budget_exceeded(EXHAUSTED_BUDGET), "Over budget (checked before Letta is called)"),
-            409: documented(turn_in_progress()),
+            404: documented(DomainError("no_such_thread"), "`thread_id` is not one of your threads"),
+            409: documented(turn_in_progress(EXAMPLE_THREAD_ID), "One turn at a time per user, across all threads"),
             413: documented(DomainError("message_too_large", "content is 20000 bytes; the limit is 16384")),
             422: documented(DomainError("invalid_message", "content must not be empty")),
             429: rate_limited(CHAT_BUCKET, 20),  # the default RATE_LIMIT_CHAT_PER_MINUTE
@@ -87,17 +92,18 @@ class ChatController(Controller):
         user_id = require_user(request.user)
         # No profile dependency: the turn reads the profile in the statement that starts it.
         content = validate_content(data.content, settings.chat_max_message_bytes)
-        turn = await chat.start(user_id, content)
+        turn = await chat.start(user_id, content, data.thread_id)
         if "text/event-stream" in request.headers.get("accept", ""):
             return Stream(sse_stream(turn), media_type="text/event-stream", headers=SSE_HEADERS)
         return Response(await _whole_reply(turn))
 
     @get(
         "/history",
-        summary="Your messages, newest first (keyset pagination)",
+        summary="Your messages, newest first (keyset pagination), in one thread or all",
         responses={
             200: ok(HistoryPage, "A page", {"messages": [MESSAGE_EXAMPLE], "next_cursor": "MjAyNi0xMS0yMVQx"}),
             400: documented(DomainError("invalid_cursor")),
+            404: documented(DomainError("no_such_thread"), "`thread_id` is not one of your threads"),
             503: NOT_READY,
         },
     )
@@ -109,11 +115,14 @@ class ChatController(Controller):
         before: Annotated[
             str | None, QueryParameter(description="`next_cursor` of the previous page", max_length=200)
         ] = None,
+        thread_id: Annotated[uuid.UUID | None, QueryParameter(description="only this thread (default: all)")] = None,
     ) -> HistoryPage:
-        after = store.decode_cursor(before) if before else None
-        rows = await store.messages_page(db, profile.id, limit + 1, after)
+        after = decode_cursor(before) if before else None
+        rows = await store.messages_page(db, profile.id, limit + 1, after, thread_id=thread_id)
+        if thread_id and not rows and not await db.fetchval(thread_store.ONE, thread_id, profile.id):
+            raise no_such_thread()
         messages = [ChatMessage.of(row) for row in rows[:limit]]
-        next_cursor = store.encode_cursor(messages[-1].created_at, messages[-1].id) if len(rows) > limit else None
+        next_cursor = encode_cursor(messages[-1].created_at, messages[-1].id) if len(rows) > limit else None
         return HistoryPage(messages=messages, next_cursor=next_cursor)
 
     @post(
@@ -157,7 +166,10 @@ class ChatController(Controller):
     @get(
         "/turns/current/stream",
         summary="Follow your turn that is running now, from any device (204 when none runs)",
-        description="Like the resume route, for a client that does not know the turn's id (`X-Turn-ID` says it).",
+        description=(
+            "Like the resume route, for a client that does not know the turn's id (`X-Turn-ID` says it); with "
+            "`thread_id`, only a turn running in that thread."
+        ),
         status_code=200,
         responses={
             200: ok(str, "An SSE stream of the running turn", "id: 1\nevent: turn\n..."),
@@ -169,16 +181,17 @@ class ChatController(Controller):
         request: Request[Principal, Any, Any],
         db: NamedDependency[Database],
         last_event_id: Annotated[int | None, QueryParameter(ge=0, le=10**9)] = None,
+        thread_id: Annotated[uuid.UUID | None, QueryParameter(description="only a turn of this thread")] = None,
     ) -> Response[Any]:
         user_id = require_user(request.user)
-        turn_id = await journal.running_turn(db, user_id)
+        turn_id = await journal.running_turn(db, user_id, thread_id)
         if turn_id is None:
             return Response(content=None, status_code=204)
         return await _resumed(db, user_id, turn_id, _last_event_id(request, last_event_id))
 
     @get(
         "/export",
-        summary="Your whole chat history as a streamed download (JSON or Markdown)",
+        summary="Your whole chat history (or one thread's) as a streamed download (JSON or Markdown)",
         responses={
             200: ok(
                 dict[str, Any],
@@ -192,12 +205,14 @@ class ChatController(Controller):
         profile: NamedDependency[ReadyProfile],
         db: NamedDependency[Database],
         format: FromQuery[Literal["json", "markdown"]] = "json",
+        thread_id: Annotated[uuid.UUID | None, QueryParameter(description="only this thread (default: all)")] = None,
     ) -> Response[Any]:
         stamp = datetime.now(UTC).strftime("%Y%m%d")
         if format == "markdown":
-            body, media, ext = export_markdown(db, profile.id), "text/markdown", "md"  # Litestar adds the charset
+            # Litestar adds the charset.
+            body, media, ext = export_markdown(db, profile.id, thread_id), "text/markdown", "md"
         else:
-            body, media, ext = export_json(db, profile.id), "application/json", "json"
+            body, media, ext = export_json(db, profile.id, thread_id), "application/json", "json"
         return Stream(
             body, media_type=media, headers={"Content-Disposition": f'attachment; filename="chat-export-{stamp}.{ext}"'}
         )
@@ -234,4 +249,4 @@ async def _whole_reply(turn: Turn) -> ChatReply:
             error_code = data["code"]
     if error_code is not None:
         raise turn_failed(error_code, turn.turn_id)
-    return ChatReply(content=turn.result.text, **done)
+    return ChatReply(content=turn.result.text, thread_id=str(turn.thread_id), **done)

@@ -7,8 +7,13 @@ import uuid
 from service.errors import DomainError
 
 
-def turn_in_progress() -> DomainError:
-    return DomainError("turn_in_progress")
+def turn_in_progress(thread_id: uuid.UUID | None = None) -> DomainError:
+    """The user's one turn at a time (across all threads) is running; ``thread_id`` says where."""
+    return DomainError("turn_in_progress", thread_id=str(thread_id)) if thread_id else DomainError("turn_in_progress")
+
+
+def no_such_thread() -> DomainError:
+    return DomainError("no_such_thread")
 
 
 def no_turn() -> DomainError:

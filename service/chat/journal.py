@@ -55,7 +55,9 @@ _TURN = """
 """
 # The user's turn that has not ended: its message is still pending (running, or being recovered).
 _RUNNING = """
-    select turn_id from public.messages where user_id = $1 and status = 'pending' order by created_at desc limit 1
+    select turn_id from public.messages
+    where user_id = $1 and status = 'pending' and ($2::uuid is null or thread_id = $2)
+    order by created_at desc limit 1
 """
 _DELETE_OLD = """
     delete from private.turn_events where ctid = any (array(
@@ -109,8 +111,9 @@ async def check_resumable(db: Database, user_id: uuid.UUID, turn_id: uuid.UUID) 
         raise DomainError("turn_expired")
 
 
-async def running_turn(db: Database, user_id: uuid.UUID) -> uuid.UUID | None:
-    turn_id: uuid.UUID | None = await db.fetchval(_RUNNING, user_id)
+async def running_turn(db: Database, user_id: uuid.UUID, thread_id: uuid.UUID | None = None) -> uuid.UUID | None:
+    """The user's running turn (in ``thread_id`` only, when given)."""
+    turn_id: uuid.UUID | None = await db.fetchval(_RUNNING, user_id, thread_id)
     return turn_id
 
 

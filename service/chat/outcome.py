@@ -19,6 +19,7 @@ from service.chat.events import TurnResult
 from service.clients.letta import LettaClient
 from service.clients.retry import backoff_delay
 from service.db import DATABASE_UNAVAILABLE, Database
+from service.observability.metrics import observe_outcome
 
 logger = logging.getLogger("service.chat")
 
@@ -96,4 +97,5 @@ class TurnRecorder:
                 logger.warning("storing a turn failed; retrying", extra={"attempt": attempt, "error": repr(exc)})
                 await asyncio.sleep(backoff_delay(attempt, 0.5, 2.0, floor=0.5))
         assert row is not None
+        observe_outcome(result, applied=row["stored"] is not None)  # counted once, by whoever stored it
         return Stored(applied=row["stored"] is not None, reply_id=row["reply_id"])

@@ -22,13 +22,16 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass, replace
+from functools import cached_property
+from typing import Any
 
 import asyncpg
 
 from service.billing.budgets import Billing, ensure_within_budget
 from service.chat import events, store
-from service.chat.errors import agent_timeout, agent_unavailable, turn_in_progress
+from service.chat.errors import agent_timeout, agent_unavailable, no_such_thread, turn_in_progress
 from service.chat.events import Event, TurnResult
 from service.chat.journal import JournalWriter, Numbered
 from service.chat.outcome import TurnIds, TurnRecorder
@@ -38,9 +41,11 @@ from service.clients.letta import LettaClient
 from service.clients.letta_stream import LettaStream
 from service.db import Database
 from service.errors import DomainError, account_deleted, agent_not_ready
+from service.observability.metrics import observe_turn
 from service.provisioning.service import Provisioner
 from service.rate_limit import CHAT_BUCKET, PostgresRateLimiter
 from service.settings import Settings
+from service.threads.titles import ThreadTitler
 from service.users.accounts import check_account_state
 from service.users.profiles import ReadyProfile, profile_from
 
@@ -55,10 +60,14 @@ class Turn:
     """One running turn. Its events are numbered and queued for the client that started it (and journaled for
     any other, ``service.chat.journal``); the work does not depend on a listener."""
 
-    def __init__(self, turn_id: uuid.UUID, user_message_id: uuid.UUID, profile: ReadyProfile) -> None:
+    def __init__(
+        self, turn_id: uuid.UUID, user_message_id: uuid.UUID, profile: ReadyProfile, thread_id: uuid.UUID
+    ) -> None:
         self.turn_id = turn_id
         self.user_message_id = user_message_id
         self.profile = profile
+        self.thread_id = thread_id
+        self.first_message: str | None = None  # kept only in a thread without a title: its title is made from it
         self.queue: asyncio.Queue[Numbered | None] = asyncio.Queue()
         self.journal: JournalWriter | None = None  # None only for a turn driven by hand
         self.seq = 0
@@ -85,6 +94,111 @@ class Turn:
             yield event
 
 
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where a thread's turns go in Letta: the agent, and its conversation (None: the agent's own history)."""
+
+    agent_id: str
+    conversation_id: str | None
+    fresh: bool = False  # opened for this turn: compiled from the current memory already
+
+
+@dataclass(frozen=True, slots=True)
+class Began:
+    """A started turn, as the statement that started it answered."""
+
+    turn_id: uuid.UUID
+    profile: ReadyProfile
+    thread_id: uuid.UUID
+    requested_thread_id: uuid.UUID | None  # what the client named (None: the default thread)
+    is_default: bool
+    thread_agent_id: str | None
+    conversation_id: str | None
+    branch_context: str | None
+    untitled: bool
+
+
+class LeaseKeeper:
+    """The leases of every turn running in this replica: renewed in one statement every ``LEASE_RENEW_SECONDS``
+    for all of them, which also says for which a cancel was requested (from any replica); and their Letta run ids,
+    recorded as soon as seen, in one statement for all those seen meanwhile. One task, while turns run, instead of a
+    task and a statement per turn: a running turn costs no timer, and the database one statement per interval."""
+
+    def __init__(self, db: Database, cancel: Callable[[Turn], Coroutine[Any, Any, None]]) -> None:
+        self.db = db
+        self._cancel = cancel
+        self._turns: dict[uuid.UUID, Turn] = {}  # by turn id
+        self._runs: list[Turn] = []  # whose run id is still to be recorded
+        self._wake = asyncio.Event()  # a run id to record, or no turn left
+        self._task: asyncio.Task[None] | None = None
+        self._cancels: set[asyncio.Task[None]] = set()  # strong references: the loop keeps only weak ones
+
+    def add(self, turn: Turn) -> None:
+        self._turns[turn.turn_id] = turn
+        if self._task is None or self._task.done():  # the keeper runs from the first turn until the last ends
+            self._task = asyncio.get_running_loop().create_task(self._keep())
+
+    def discard(self, turn: Turn) -> None:
+        """The turn ended: its lease is no longer renewed (storing the turn releases it)."""
+        self._turns.pop(turn.turn_id, None)
+        if not self._turns:
+            self._wake.set()
+
+    def record_run(self, turn: Turn) -> None:
+        """Record the turn's run id (``turn.result.run_id``) on its lease and user message, off the token path."""
+        self._runs.append(turn)
+        self._wake.set()
+
+    async def _keep(self) -> None:
+        loop = asyncio.get_running_loop()
+        renew_at = loop.time() + LEASE_RENEW_SECONDS
+        while self._turns:
+            if not self._runs:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout_at(renew_at):
+                        await self._wake.wait()
+            self._wake.clear()
+            if self._runs:
+                await self._record_runs()
+            if loop.time() >= renew_at:
+                renew_at = loop.time() + LEASE_RENEW_SECONDS
+                await self._renew()
+
+    async def _record_runs(self) -> None:
+        turns, self._runs = self._runs, []
+        try:
+            await self.db.execute(
+                store.RECORD_RUNS,
+                [turn.profile.id for turn in turns],
+                [turn.turn_id for turn in turns],
+                [turn.result.run_id for turn in turns],
+                [turn.user_message_id for turn in turns],
+            )
+        except Exception as exc:  # the lease renewal records it too
+            logger.warning("could not record run ids", extra={"turns": len(turns), "error": repr(exc)})
+
+    async def _renew(self) -> None:
+        turns = list(self._turns.values())
+        try:
+            rows = await self.db.fetch(
+                store.RENEW_LEASES,
+                [turn.profile.id for turn in turns],
+                [turn.turn_id for turn in turns],
+                [turn.result.run_id for turn in turns],
+                store.LEASE_SECONDS,
+            )
+        except Exception as exc:  # the next renewal may work
+            logger.warning("lease renewal failed", extra={"turns": len(turns), "error": repr(exc)})
+            return
+        for row in rows:
+            turn = self._turns.get(row["turn_id"])
+            if row["cancel_requested"] and turn is not None and not turn.cancel_requested.is_set():
+                # Apart: a slow cancel must not hold up the next renewal of every other turn.
+                task = asyncio.get_running_loop().create_task(self._cancel(turn))
+                self._cancels.add(task)
+                task.add_done_callback(self._cancels.discard)
+
+
 class ChatService:
     def __init__(
         self,
@@ -107,28 +221,47 @@ class ChatService:
         self.recovery = TurnRecovery(db, letta, self.recorder, settings)
         self._turns: set[asyncio.Task[None]] = set()
         self._local: dict[uuid.UUID, Turn] = {}  # running here, by user: a cancel need not wait for a renewal
-        self._agent_ids: dict[uuid.UUID, str] = {}  # each user's agent at their last turn here
+        # Where each user's turns in a thread went last time here (None: the default thread): the agent and its
+        # conversation, so that Letta's request is built while Postgres starts the turn.
+        self._targets: dict[tuple[uuid.UUID, uuid.UUID | None], Target] = {}
+        self.titler: ThreadTitler | None = None  # titles a thread after its first reply (set by the wiring)
 
     # -- starting a turn ----------------------------------------------------------------------------------
-    async def start(self, user_id: uuid.UUID, content: str) -> Turn:
-        """Start the user's turn (see the module docstring for the order); returns once Letta is streaming."""
+    async def start(self, user_id: uuid.UUID, content: str, thread_id: uuid.UUID | None = None) -> Turn:
+        """Start the user's turn in a thread (the default one when None; see the module docstring for the order);
+        returns once Letta is streaming."""
         await ensure_within_budget(self.billing, str(user_id))
         user_message_id = uuid.uuid4()
-        begin = asyncio.ensure_future(self._begin_turn(user_id, content, user_message_id))
+        begin = asyncio.ensure_future(self._begin_turn(user_id, content, user_message_id, thread_id))
         await asyncio.sleep(0)  # the statement goes out
-        # While Postgres starts the turn, build Letta's request for the agent this user had last time (a reset
-        # replaces it: the statement's profile says which agent it is). Its otid is our message's id.
+        # While Postgres starts the turn, build Letta's request for where this thread's turns went last time and
+        # bring that conversation's memory up to date (a reset or a new conversation changes the target: the
+        # statement's row says which it is). Its otid is our message's id.
         otid = str(user_message_id)
-        known_agent = self._agent_ids.get(user_id)
-        request = self.letta.turn_request(known_agent, content, otid) if known_agent else None
-        profile, turn_id = await begin
-        if request is None or profile.agent_id != known_agent:
-            request = self.letta.turn_request(profile.agent_id, content, otid)
-            if len(self._agent_ids) >= 10_000:
-                self._agent_ids.clear()
-            self._agent_ids[user_id] = profile.agent_id
-        turn = Turn(turn_id, user_message_id, profile)
+        known = self._targets.get((user_id, thread_id))
+        request = self.letta.turn_request(known.agent_id, content, otid, known.conversation_id) if known else None
+        recompiling = (
+            asyncio.ensure_future(self._recompile(known.conversation_id)) if known and known.conversation_id else None
+        )
         try:
+            began = await begin
+        except BaseException:
+            if recompiling is not None:
+                await asyncio.gather(recompiling, return_exceptions=True)
+            raise
+        turn = Turn(began.turn_id, user_message_id, began.profile, began.thread_id)
+        if began.untitled:
+            turn.first_message = content
+        try:
+            target = await self._target(began)
+            if request is None or target != known or began.branch_context:
+                request = self.letta.turn_request(
+                    target.agent_id, content, otid, target.conversation_id, began.branch_context
+                )
+                if target.conversation_id and not target.fresh:
+                    await self._recompile(target.conversation_id, raising=True)
+            elif recompiling is not None and not await recompiling:
+                await self._recompile(target.conversation_id or "", raising=True)
             stream = await self.letta.open_stream(request)
         except UpstreamError as exc:
             if exc.timed_out:
@@ -138,21 +271,63 @@ class ChatService:
             turn.result.fail("agent_timeout" if exc.timed_out else "agent_unavailable", str(exc)[:1000])
             # The message is kept as failed, counted, and the lease released.
             await self.recorder.store(self._ids(turn), turn.result, None)
-            raise (agent_timeout(turn_id) if exc.timed_out else agent_unavailable(turn_id)) from exc
+            raise (agent_timeout(turn.turn_id) if exc.timed_out else agent_unavailable(turn.turn_id)) from exc
+        finally:
+            if recompiling is not None and not recompiling.done():
+                await asyncio.gather(recompiling, return_exceptions=True)
         turn.stream = stream
         turn.journal = self.journal
-        turn.emit(("turn", {"turn_id": str(turn_id), "user_message_id": str(user_message_id)}))
+        turn.emit(
+            (
+                "turn",
+                {
+                    "turn_id": str(turn.turn_id),
+                    "user_message_id": str(user_message_id),
+                    "thread_id": str(turn.thread_id),
+                },
+            )
+        )
         turn.task = asyncio.get_running_loop().create_task(self._run(turn, stream))
         self._turns.add(turn.task)
-        self._local[profile.id] = turn
+        self._local[began.profile.id] = turn
         turn.task.add_done_callback(self._turns.discard)
-        turn.task.add_done_callback(lambda _: self._local.pop(profile.id, None))
+        turn.task.add_done_callback(lambda _: self._local.pop(began.profile.id, None))
         return turn
 
+    async def _target(self, began: Began) -> Target:
+        """Where the turn goes in Letta: the agent's own history for the default thread, else the thread's
+        conversation, opened on the user's current agent when it has none there yet (a new thread, or the agent
+        was reset or rebuilt since)."""
+        agent_id = began.profile.agent_id
+        if began.is_default:
+            target = Target(agent_id, None)
+        elif began.conversation_id and began.thread_agent_id == agent_id:
+            target = Target(agent_id, began.conversation_id)
+        else:
+            conversation_id = await self.letta.create_conversation(agent_id)
+            await self.db.execute(store.SET_CONVERSATION, began.thread_id, agent_id, conversation_id)
+            target = Target(agent_id, conversation_id, fresh=True)
+        if len(self._targets) >= 10_000:
+            self._targets.clear()
+        self._targets[(began.profile.id, began.requested_thread_id)] = replace(target, fresh=False)
+        return target
+
+    async def _recompile(self, conversation_id: str, *, raising: bool = False) -> bool:
+        """Render the current memory into the conversation (Letta does not, ARCHITECTURE.md §7); False if that
+        failed (raised instead with ``raising``)."""
+        try:
+            await self.letta.recompile_conversation(conversation_id)
+        except UpstreamError as exc:
+            if raising:
+                raise
+            logger.info("recompiling a conversation failed; retried once the turn started", extra={"error": str(exc)})
+            return False
+        return True
+
     async def _begin_turn(
-        self, user_id: uuid.UUID, content: str, user_message_id: uuid.UUID
-    ) -> tuple[ReadyProfile, uuid.UUID]:
-        """Rate limit, profile, lease and the stored user message in one round trip: (profile, turn id)."""
+        self, user_id: uuid.UUID, content: str, user_message_id: uuid.UUID, thread_id: uuid.UUID | None
+    ) -> Began:
+        """Rate limit, profile, thread, lease and the stored user message in one round trip."""
         turn_id = uuid.uuid4()
         limit, window = self.rate_limiter.limit_of(CHAT_BUCKET)
         try:
@@ -167,6 +342,7 @@ class ChatService:
                 limit,
                 window,
                 user_message_id,
+                thread_id,
             )
         except asyncpg.ForeignKeyViolationError as exc:
             raise account_deleted() from exc  # the user was deleted but still holds a valid token
@@ -181,9 +357,21 @@ class ChatService:
         if profile is None:
             self.provisioner.nudge(user_id)  # on demand: covers a lost webhook
             raise agent_not_ready(row_profile.agent_status if row_profile else None)
+        if row["thread_id"] is None:
+            raise no_such_thread()
         if row["user_message_id"] is None:
             raise await self._busy(user_id)
-        return profile, turn_id
+        return Began(
+            turn_id=turn_id,
+            profile=profile,
+            thread_id=row["thread_id"],
+            requested_thread_id=thread_id,
+            is_default=row["is_default"],
+            thread_agent_id=row["thread_agent_id"],
+            conversation_id=row["letta_conversation_id"],
+            branch_context=row["branch_context"],
+            untitled=row["untitled"],
+        )
 
     # -- the per-user lease, also held by an agent reset ----------------------------------------------------
     async def acquire_lease(self, user_id: uuid.UUID, holder: str | None = None) -> uuid.UUID:
@@ -194,9 +382,12 @@ class ChatService:
         return lease_id
 
     async def _busy(self, user_id: uuid.UUID) -> DomainError:
-        """Why the user's lease is taken (read only on this refusal path): a reply, or an agent reset."""
-        holder = await self.db.fetchval(store.LEASE_HOLDER, user_id)
-        return DomainError("reset_in_progress") if holder == RESET_HOLDER else turn_in_progress()
+        """Why the user's lease is taken (read only on this refusal path): a reply (in which thread), or an agent
+        reset."""
+        row = await self.db.fetchrow(store.LEASE_HOLDER, user_id)
+        if row is not None and row["holder"] == RESET_HOLDER:
+            return DomainError("reset_in_progress")
+        return turn_in_progress(row["thread_id"] if row is not None else None)
 
     async def release_lease(self, user_id: uuid.UUID, lease_id: uuid.UUID) -> None:
         await store.release_lease(self.db, user_id, lease_id)
@@ -234,14 +425,16 @@ class ChatService:
 
     # -- running it ---------------------------------------------------------------------------------------
     async def _run(self, turn: Turn, stream: LettaStream) -> None:
-        keeper = asyncio.create_task(self._keep_lease(turn))
+        self._leases.add(turn)
         result = turn.result
         connection_lost = False
+        run_recorded = False
         try:
             async for letta_event in stream:
                 event = events.apply(result, letta_event)
-                if result.run_id and turn.run_recorder is None:
-                    turn.run_recorder = asyncio.create_task(self._record_run(turn, result.run_id))
+                if result.run_id and not run_recorded:
+                    run_recorded = True
+                    self._leases.record_run(turn)
                 if event is not None:
                     turn.emit(event)
             events.settle(result, cancelled=turn.cancel_requested.is_set())
@@ -256,35 +449,17 @@ class ChatService:
                 logger.exception("turn crashed", extra={"turn_id": str(turn.turn_id)})
                 result.fail("internal", type(exc).__name__)
         finally:
-            keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await keeper
+            self._leases.discard(turn)
             with contextlib.suppress(Exception):
                 await stream.close()
         if connection_lost:
             await self._stop_letta_run(turn)  # Letta may still be working on it; the lease is still ours
         await self._finish(turn)
 
-    async def _record_run(self, turn: Turn, run_id: str) -> None:
-        """The run id on the lease and the user's message, off the token path: a recovery needs no search."""
-        try:
-            await self.db.execute(store.RECORD_RUN, turn.profile.id, turn.turn_id, run_id, turn.user_message_id)
-        except Exception as exc:  # the lease renewal records it too
-            logger.warning("could not record the run id", extra={"error": repr(exc)})
-
-    async def _keep_lease(self, turn: Turn) -> None:
-        """Renew the lease while the turn runs and act on a cancel requested from any replica."""
-        while True:
-            await asyncio.sleep(LEASE_RENEW_SECONDS)
-            try:
-                cancel = await self.db.fetchval(
-                    store.RENEW_LEASE, turn.profile.id, turn.turn_id, store.LEASE_SECONDS, turn.result.run_id
-                )
-            except Exception as exc:  # the next renewal may work; a dead keeper would end the turn's clean-up
-                logger.warning("lease renewal failed", extra={"error": repr(exc)})
-                continue
-            if cancel and not turn.cancel_requested.is_set():
-                await self.cancel(turn)
+    @cached_property
+    def _leases(self) -> LeaseKeeper:
+        """The leases of the turns running here, renewed together; a cancel requested for one is acted on here."""
+        return LeaseKeeper(self.db, self.cancel)
 
     async def cancel(self, turn: Turn) -> None:
         """Stop a turn running in this process: cancel the Letta run, stop reading its stream."""
@@ -323,6 +498,8 @@ class ChatService:
         message_id: uuid.UUID | None = None
         try:
             message_id = (await self.recorder.store(ids, result, cost)).reply_id  # releases the lease too
+            if turn.first_message is not None and result.status == "complete" and self.titler is not None:
+                self.titler.title_later(ids.user_id, turn.thread_id, turn.first_message)
         except Exception:
             logger.exception("could not store turn", extra={"turn_id": str(turn.turn_id)})
             result.fail("storage_failed", "the turn could not be stored")
@@ -349,6 +526,7 @@ class ChatService:
         if turn.journal is not None:
             await turn.journal.flush()
         turn.queue.put_nowait(None)
+        observe_turn(turn)
         logger.info(
             "turn finished",
             extra={

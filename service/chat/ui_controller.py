@@ -82,6 +82,7 @@ class ChatUIController(Controller):
         responses={
             200: _UI_STREAM,
             402: documented(budget_exceeded(EXHAUSTED_BUDGET), "Over budget (checked before Letta is called)"),
+            404: documented(DomainError("no_such_thread"), "`id` is a thread id, but not one of your threads"),
             409: documented(turn_in_progress()),
             413: documented(DomainError("message_too_large", "content is 20000 bytes; the limit is 16384")),
             422: documented(DomainError("invalid_message", "the last message must be the user's message")),
@@ -102,16 +103,16 @@ class ChatUIController(Controller):
     ) -> Stream:
         user_id = require_user(request.user)
         content = validate_content(newest_user_text(data), settings.chat_max_message_bytes)
-        turn = await chat.start(user_id, content)
+        turn = await chat.start(user_id, content, thread_of(data.id or ""))
         return Stream(_live(turn), media_type="text/event-stream", headers=HEADERS)
 
     @get(
         "/{chat_id:str}/stream",
         summary="Resume the running reply as a UI message stream (204 when none runs)",
         description=(
-            "What `reconnectToStream` calls (`useChat({ resume: true })`). Until the service has chat threads, the "
-            "`chat_id` is the client's own and is not looked up: the stream is the user's turn that is running now, "
-            "from any device or replica, replayed from its first chunk and followed to its end."
+            "What `reconnectToStream` calls (`useChat({ resume: true })`). A `chat_id` that is a thread id resumes "
+            "the turn running in that thread; any other id (the client's own) resumes the user's running turn. "
+            "From any device or replica, replayed from its first chunk and followed to its end."
         ),
         status_code=200,
         responses={
@@ -125,15 +126,24 @@ class ChatUIController(Controller):
         db: NamedDependency[Database],
         chat_id: Annotated[str, PathParameter(min_length=1, max_length=200, description="the client's chat id")],
     ) -> Response[Any]:
-        """The user's running turn, whatever ``chat_id`` says: one turn runs per user at a time, and the service
-        does not keep chats (threads) yet, so the running turn is the one to resume."""
+        """The user's running turn in the thread ``chat_id`` names, or, for a chat id of the client's own, the
+        user's running turn (one runs per user at a time)."""
         user_id = require_user(request.user)
-        turn_id = await journal.running_turn(db, user_id)
+        turn_id = await journal.running_turn(db, user_id, thread_of(chat_id))
         if turn_id is None:
             return Response(content=None, status_code=204)
         await journal.check_resumable(db, user_id, turn_id)
         events = journal.follow(db, turn_id, 0)
         return Stream(_replayed(events, str(turn_id)), media_type="text/event-stream", headers=HEADERS)
+
+
+def thread_of(chat_id: str) -> uuid.UUID | None:
+    """The thread a ``useChat`` id names: give ``useChat`` a thread's id as its ``id`` to chat in that thread; any
+    other id (``useChat`` generates its own) is the default thread."""
+    try:
+        return uuid.UUID(chat_id)
+    except ValueError:
+        return None
 
 
 async def _live(turn: Turn) -> AsyncIterator[bytes]:

@@ -4,10 +4,12 @@ Browsers cannot set headers on a WebSocket, so the client authenticates in its f
 
     client -> {"type": "auth", "token": "<Supabase access token>"}      (within 10 s, else close 4401)
     server -> {"type": "ready", "user_id": "..."}
-    client -> {"type": "message", "content": "..."}   server -> turn, delta..., tool, usage, [error], done
+    client -> {"type": "message", "content": "...", "thread_id"?: "..."}
+                                                      server -> turn, delta..., tool, usage, [error], done
     client -> {"type": "cancel"}                      stops the running turn (and its Letta run), from any device
-    client -> {"type": "attach", "turn_id"?: "...", "last_event_id"?: n}
-                                                      follow a turn started elsewhere (default: the running one)
+    client -> {"type": "attach", "turn_id"?: "...", "thread_id"?: "...", "last_event_id"?: n}
+                                                      follow a turn started elsewhere (default: the running one,
+                                                      in ``thread_id`` if given)
                                                       from the event after ``last_event_id``
     client -> {"type": "ping"}                        server -> {"type": "pong"}
     client -> {"type": "auth", "token": "..."}        a refreshed token for the same user, any time
@@ -97,6 +99,7 @@ class ClientFrame(msgspec.Struct, forbid_unknown_fields=True):
     token: str | None = None
     content: str | None = None
     turn_id: uuid.UUID | None = None  # attach: which turn (default: the one running now)
+    thread_id: uuid.UUID | None = None  # message: the thread (default: the default thread); attach: a filter
     last_event_id: Annotated[int, msgspec.Meta(ge=0)] = 0  # attach: the last event id this device saw
 
 
@@ -204,9 +207,9 @@ class ChatSocket:
             elif frame.type == "cancel":
                 await self.cancel()
             elif frame.type == "message":
-                await self.start_turn(frame.content or "")
+                await self.start_turn(frame.content or "", frame.thread_id)
             elif frame.type == "attach":
-                await self.attach(frame.turn_id, frame.last_event_id)
+                await self.attach(frame.turn_id, frame.last_event_id, frame.thread_id)
 
     async def cancel(self) -> None:
         """Stop this socket's turn, or the user's turn started elsewhere (another socket, replica or device)."""
@@ -222,7 +225,7 @@ class ChatSocket:
         if not cancelled:
             await self.send(error_frame(no_turn()))
 
-    async def start_turn(self, content: str) -> None:
+    async def start_turn(self, content: str, thread_id: uuid.UUID | None) -> None:
         assert self.principal is not None and self.principal.user_id is not None
         if self.token_expired():
             await self.error("token_expired", 'send {"type": "auth"} with a fresh token', 401)
@@ -231,7 +234,7 @@ class ChatSocket:
             if self.turn is not None:
                 raise turn_in_progress()
             validate_content(content, self.max_message_bytes)
-            self.turn = await self.chat.start(self.principal.user_id, content)
+            self.turn = await self.chat.start(self.principal.user_id, content, thread_id)
         except REFUSALS as exc:
             await self.send(error_frame(exc))
             return
@@ -242,14 +245,14 @@ class ChatSocket:
             return
         self.forwarder = asyncio.create_task(self.forward(self.turn))
 
-    async def attach(self, turn_id: uuid.UUID | None, after: int) -> None:
+    async def attach(self, turn_id: uuid.UUID | None, after: int, thread_id: uuid.UUID | None) -> None:
         """Follow a turn started elsewhere (another device, socket or replica) from the event after ``after``."""
         assert self.principal is not None and self.principal.user_id is not None
         user_id = self.principal.user_id
         try:
             if self.forwarder is not None and not self.forwarder.done():
                 raise turn_in_progress()
-            turn_id = turn_id or await journal.running_turn(self.chat.db, user_id)
+            turn_id = turn_id or await journal.running_turn(self.chat.db, user_id, thread_id)
             if turn_id is None:
                 raise no_turn()
             await journal.check_resumable(self.chat.db, user_id, turn_id)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -20,6 +21,7 @@ from letta_client import AsyncLetta
 from service.clients.errors import UpstreamError
 from service.clients.http import probe
 from service.clients.letta_stream import SERVICE, STREAM_TIMEOUT, LettaStream, text_of, translate
+from service.clients.letta_version import LettaVersion
 
 T = TypeVar("T")
 
@@ -45,8 +47,12 @@ async def _letta_errors() -> AsyncIterator[None]:
 
 
 class LettaClient:
-    def __init__(self, http: httpx.AsyncClient, base_url: str, token: str | None) -> None:
+    def __init__(
+        self, http: httpx.AsyncClient, base_url: str, token: str | None, version: LettaVersion | None = None
+    ) -> None:
         self._http = http
+        # The app's client (service.wiring) holds Letta to a tested version: no call goes out before it is checked.
+        self.version = version
         self.base_url = base_url.rstrip("/")
         # A self-hosted Letta without a password takes no token: send no Authorization header at all.
         self.sdk = AsyncLetta(base_url=self.base_url, api_key=token or None, http_client=http, max_retries=0)
@@ -58,10 +64,14 @@ class LettaClient:
 
     async def call(self, operation: Callable[[], Awaitable[T]]) -> T:
         """Run one SDK call with Letta's errors turned into ``UpstreamError``."""
+        if self.version is not None and not self.version.accepted:
+            await self.version.verify()
         async with _letta_errors():
             return await operation()
 
     async def health(self) -> dict[str, Any]:
+        if self.version is not None:
+            return await self.version.probe()  # the same request, its version judged too
         return await probe(self._http, f"{self.base_url}/v1/health/", SERVICE)
 
     # -- providers: one BYOK provider per user carries that user's LiteLLM key ----------------------------
@@ -130,6 +140,8 @@ class LettaClient:
         letta-client's request building costs ~0.7 ms and its event models ~38 µs per event. The events are
         parsed with msgspec (``LettaStream``).
         """
+        if self.version is not None and not self.version.accepted:
+            await self.version.verify()
         try:
             response = await self._http.send(request, stream=True)
             if response.is_error:
@@ -140,14 +152,30 @@ class LettaClient:
             raise translate(exc) from exc
         return LettaStream(response)
 
-    def turn_request(self, agent_id: str, content: str, otid: str) -> httpx.Request:
+    def turn_request(
+        self,
+        agent_id: str,
+        content: str,
+        otid: str,
+        conversation_id: str | None = None,
+        context: str | None = None,
+    ) -> httpx.Request:
         """A token-streamed turn with keep-alive pings: letta-client's request for it, headers included. ``otid``
-        (our stored message's id) stays on Letta's copy of the message: a turn is findable by it."""
+        (our stored message's id) stays on Letta's copy of the message: a turn is findable by it. Sent to the
+        agent's own history, or with ``conversation_id`` to that conversation of the agent (a thread); ``context``
+        goes before the user's message as a system message (a branch's transcript)."""
+        messages: list[dict[str, str]] = [{"role": "system", "content": context}] if context else []
+        messages.append({"role": "user", "content": content, "otid": otid})
+        path = (
+            f"/v1/conversations/{quote(conversation_id, safe='')}/messages"
+            if conversation_id
+            else f"/v1/agents/{quote(agent_id, safe='')}/messages"
+        )
         return self._http.build_request(
             "POST",
-            f"{self.base_url}/v1/agents/{quote(agent_id, safe='')}/messages",
+            f"{self.base_url}{path}",
             json={
-                "messages": [{"role": "user", "content": content, "otid": otid}],
+                "messages": messages,
                 "streaming": True,
                 "stream_tokens": True,
                 "include_pings": True,
@@ -155,6 +183,47 @@ class LettaClient:
             headers=self._sdk_headers,
             timeout=STREAM_TIMEOUT,
         )
+
+    # -- conversations: a thread's own context on the agent (letta-client 1.12.1's resource is not used: raw
+    # calls through its transport keep the shapes Letta 0.16.8 answers with) ----------------------------------
+    async def create_conversation(self, agent_id: str) -> str:
+        """A new conversation of the agent; its system message is compiled from the memory as it is now."""
+        created = await self.call(
+            lambda: self.sdk.post("/v1/conversations/", cast_to=object, options={"params": {"agent_id": agent_id}})
+        )
+        assert isinstance(created, dict)
+        return str(created["id"])
+
+    async def recompile_conversation(self, conversation_id: str) -> None:
+        """Render the agent's current memory into the conversation's system message: Letta compiles it when the
+        conversation is created and memory edits (even the conversation's own) recompile only the agent's
+        default history (ARCHITECTURE.md §7)."""
+        path = f"/v1/conversations/{quote(conversation_id, safe='')}/recompile"
+        await self.call(lambda: self.sdk.post(path, cast_to=object))
+
+    async def fork_conversation(self, agent_id: str, conversation_id: str | None) -> str:
+        """A copy of a conversation's context (or of the agent's own history, ``conversation_id`` None) with a
+        freshly compiled system message."""
+        source = quote(conversation_id, safe="") if conversation_id else "default"
+        params = {} if conversation_id else {"agent_id": agent_id}
+        forked = await self.call(
+            lambda: self.sdk.post(f"/v1/conversations/{source}/fork", cast_to=object, options={"params": params})
+        )
+        assert isinstance(forked, dict)
+        return str(forked["id"])
+
+    async def delete_conversation(self, conversation_id: str) -> None:
+        try:
+            path = f"/v1/conversations/{quote(conversation_id, safe='')}"
+            await self.call(lambda: self.sdk.delete(path, cast_to=object))
+        except UpstreamError as exc:
+            if exc.status != 404:
+                raise
+
+    async def reset_history(self, agent_id: str) -> None:
+        """Empty the agent's own history (its default conversation); memory and archival stay."""
+        path = f"/v1/agents/{quote(agent_id, safe='')}/reset-messages"
+        await self.call(lambda: self.sdk.patch(path, cast_to=object, body={"add_default_initial_messages": False}))
 
     async def run_of_message(self, agent_id: str, otid: str) -> str | None:
         """The id of the run that took the user message sent with ``otid``; None when Letta has no such message
@@ -231,8 +300,150 @@ class LettaClient:
         return [{"content": r.content, "timestamp": str(r.timestamp) if r.timestamp else None} for r in found.results]
 
     async def delete_agent(self, agent_id: str) -> None:
+        """The agent, and its archival memory: Letta 0.16.8 keeps an agent's archive (passages and embeddings)
+        when the agent is deleted."""
+        try:
+            archives = await self.call(
+                lambda: self.sdk.get("/v1/archives/", cast_to=object, options={"params": {"agent_id": agent_id}})
+            )
+        except UpstreamError as exc:
+            if exc.status != 404:  # an agent Letta no longer knows: nothing to find its archive by
+                raise
+            archives = []
         try:
             await self.call(lambda: self.sdk.agents.delete(agent_id))
         except UpstreamError as exc:
             if exc.status != 404:
                 raise
+        for archive in archives if isinstance(archives, list) else []:
+            if isinstance(archive, dict) and archive.get("id"):
+                await self._delete_archive(str(archive["id"]))
+
+    async def _delete_archive(self, archive_id: str) -> None:
+        """An archive the deleted agent used, unless another agent still uses it."""
+        path = f"/v1/archives/{quote(archive_id, safe='')}"
+        try:
+            users = await self.call(lambda: self.sdk.get(f"{path}/agents", cast_to=object))
+            if not users:
+                # 204 without a body: the raw response, not JSON.
+                await self.call(lambda: self.sdk.delete(path, cast_to=httpx.Response))
+        except UpstreamError as exc:
+            if exc.status != 404:
+                raise
+
+    # -- export and rebuild (service.agents.export): raw shapes of Letta 0.16.8, paged by id cursors ----------
+    async def agent_snapshot(self, agent_id: str) -> dict[str, Any]:
+        """The agent as Letta has it, with its blocks (label, value, limit, description) and ``message_ids`` (its own
+        history's in-context messages, the system message first)."""
+        path = f"/v1/agents/{quote(agent_id, safe='')}"
+        found = await self.call(
+            lambda: self.sdk.get(path, cast_to=object, options={"params": {"include": ["agent.blocks"]}})
+        )
+        assert isinstance(found, dict)
+        return found
+
+    async def passages_page(self, agent_id: str, after: str | None, limit: int) -> list[dict[str, Any]]:
+        """Archival passages oldest first, those after the passage ``after``."""
+        params: dict[str, Any] = {"limit": limit, "ascending": True}
+        if after:
+            params["after"] = after
+        path = f"/v1/agents/{quote(agent_id, safe='')}/archival-memory"
+        found = await self.call(lambda: self.sdk.get(path, cast_to=object, options={"params": params}))
+        return [p for p in found if isinstance(p, dict)] if isinstance(found, list) else []
+
+    async def conversations_page(self, agent_id: str, after: str | None, limit: int) -> list[dict[str, Any]]:
+        """The agent's conversations oldest first, those after the conversation ``after``."""
+        params: dict[str, Any] = {"agent_id": agent_id, "limit": limit, "order": "asc"}
+        if after:
+            params["after"] = after
+        found = await self.call(lambda: self.sdk.get("/v1/conversations/", cast_to=object, options={"params": params}))
+        return [c for c in found if isinstance(c, dict)] if isinstance(found, list) else []
+
+    async def messages_page(
+        self, agent_id: str, conversation_id: str | None, before: str | None, limit: int
+    ) -> list[dict[str, Any]]:
+        """The newest ``limit`` stored messages of one conversation (None: the agent's own history) older than the
+        message ``before``, as Letta lists them: oldest first within the page, several entries for one stored
+        message sharing its id. Letta's entries carry no conversation id: the caller asks per conversation."""
+        params: dict[str, Any] = {"conversation_id": conversation_id or "default", "order": "desc", "limit": limit}
+        if before:
+            params["before"] = before
+        path = f"/v1/agents/{quote(agent_id, safe='')}/messages"
+        found = await self.call(lambda: self.sdk.get(path, cast_to=object, options={"params": params}))
+        return [m for m in found if isinstance(m, dict)] if isinstance(found, list) else []
+
+    async def import_agent(self, agent_file: bytes, name: str) -> str:
+        """Create an agent from Letta's own agent file (its one way to store messages without running a turn);
+        returns the new agent's id."""
+        imported = await self.call(
+            lambda: self.sdk.agents.import_file(
+                file=("agent.af", agent_file, "application/json"),
+                name=name,
+                append_copy_suffix=False,
+                override_existing_tools=False,
+                timeout=IMPORT_TIMEOUT_SECONDS,
+            )
+        )
+        return str(imported.agent_ids[0])
+
+    async def insert_passages(self, agent_id: str, passages: list[dict[str, Any]]) -> None:
+        """Add archival passages (``text``, ``tags``, ``created_at``), embedded by Letta: the first through the agent,
+        which makes its archive, the rest into that archive in batches (one embedding request each)."""
+        if not passages:
+            return
+        first, rest = passages[0], passages[1:]
+        await self.call(lambda: self.sdk.agents.passages.create(agent_id, **first))
+        if not rest:
+            return
+        found = await self.call(
+            lambda: self.sdk.get("/v1/archives/", cast_to=object, options={"params": {"agent_id": agent_id}})
+        )
+        archives = [a for a in found if isinstance(a, dict)] if isinstance(found, list) else []
+        archive_id = str(archives[0]["id"]) if archives else None
+        if archive_id is None:
+            raise UpstreamError(SERVICE, "the agent has no archive after a passage was inserted", transient=False)
+        for batch in _passage_batches(rest):
+            create = self.sdk.archives.passages.create_many
+            await self.call(partial(create, archive_id, passages=batch, timeout=IMPORT_TIMEOUT_SECONDS))  # type: ignore[arg-type]
+
+    async def recompile(self, agent_id: str) -> None:
+        """Render the agent's memory into its system message now (Letta otherwise does it only after a memory edit)."""
+        await self.call(lambda: self.sdk.agents.recompile(agent_id))
+
+    # -- step feedback (service.chat.feedback): a reply's rating, on the Letta step that wrote the reply ----------
+    async def step_of_message(self, run_id: str, message_id: str | None) -> str | None:
+        """The step of run ``run_id`` that wrote the message ``message_id`` (None, or not found: the run's newest
+        assistant message); None when the run has no such message or Letta names no step for it."""
+        path = f"/v1/runs/{quote(run_id, safe='')}/messages"
+        params = {"order": "desc", "limit": 100}
+        found = await self.call(lambda: self.sdk.get(path, cast_to=object, options={"params": params}))
+        listed = [m for m in found if isinstance(m, dict) and m.get("step_id")] if isinstance(found, list) else []
+        exact = [m for m in listed if message_id and m.get("id") == message_id]
+        chosen = exact or [m for m in listed if m.get("message_type") == "assistant_message"]
+        return str(chosen[0]["step_id"]) if chosen else None
+
+    async def set_step_feedback(self, step_id: str, feedback: str | None) -> None:
+        """Set a step's feedback: ``positive``, ``negative``, or None to clear it (Letta stores what it is sent;
+        a step has no field for a comment)."""
+        path = f"/v1/steps/{quote(step_id, safe='')}/feedback"
+        await self.call(lambda: self.sdk.patch(path, cast_to=object, body={"feedback": feedback}))
+
+
+# Importing an agent file, or embedding a batch of passages in one request, takes longer than a plain call.
+IMPORT_TIMEOUT_SECONDS = 120.0
+# One embedding request per batch: within OpenAI's 2048 inputs and ~300k tokens per request.
+PASSAGE_BATCH = 100
+PASSAGE_BATCH_CHARS = 400_000
+
+
+def _passage_batches(passages: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    batches: list[list[dict[str, Any]]] = []
+    size = 0
+    for passage in passages:
+        chars = len(passage["text"])
+        if not batches or len(batches[-1]) == PASSAGE_BATCH or (batches[-1] and size + chars > PASSAGE_BATCH_CHARS):
+            batches.append([])
+            size = 0
+        batches[-1].append(passage)
+        size += chars
+    return batches

@@ -19,8 +19,15 @@ PROFILE_EXAMPLE = {
     "created_at": "2026-11-20T08:00:00Z",
     "updated_at": "2026-11-21T10:15:02Z",
 }
+FEEDBACK_EXAMPLE = {
+    "rating": "up",
+    "comment": "Exactly right, thanks.",
+    "created_at": "2026-11-21T10:16:40Z",
+    "updated_at": "2026-11-21T10:16:40Z",
+}
 MESSAGE_EXAMPLE = {
     "id": "7aa1c2d3-0000-4000-8000-000000000002",
+    "thread_id": "5e2a0b7c-0000-4000-8000-000000000004",
     "turn_id": "9b10c2d3-0000-4000-8000-000000000001",
     "role": "assistant",
     "content": "Got it, I will remember that your cat is Miso.",
@@ -33,9 +40,21 @@ MESSAGE_EXAMPLE = {
     "cost_final": True,
     "model": "gpt-4o-mini",
     "created_at": "2026-11-21T10:15:02Z",
+    "feedback": FEEDBACK_EXAMPLE,
+}
+THREAD_EXAMPLE = {
+    "id": MESSAGE_EXAMPLE["thread_id"],
+    "title": "Miso the cat",
+    "title_source": "generated",
+    "is_default": False,
+    "forked_from_thread_id": None,
+    "forked_from_message_id": None,
+    "created_at": "2026-11-21T10:15:00Z",
+    "last_message_at": "2026-11-21T10:15:02Z",
 }
 CHAT_REPLY_EXAMPLE = {
     "turn_id": MESSAGE_EXAMPLE["turn_id"],
+    "thread_id": MESSAGE_EXAMPLE["thread_id"],
     "status": "complete",
     "user_message_id": "0c4d2e1f-0000-4000-8000-000000000003",
     "message_id": MESSAGE_EXAMPLE["id"],

@@ -84,14 +84,34 @@ ERRORS: dict[str, ErrorSpec] = {
         400, _PHRASE[400], "this cross-origin request is not allowed (origin, method or headers)"
     ),
     "invalid_cursor": ErrorSpec(400, _PHRASE[400], "before is not a cursor returned by this endpoint"),
+    # Message search (GET /api/v1/chat/search); the detail says which rule the query broke.
+    "invalid_search_query": ErrorSpec(
+        422, _PHRASE[422], "the search query needs a word to look for and at most 200 characters"
+    ),
     "reset_in_progress": ErrorSpec(409, "Reset In Progress", "your assistant is being reset; retry in a moment"),
     "no_such_turn": ErrorSpec(404, _PHRASE[404], "no such turn"),
     "turn_expired": ErrorSpec(410, _PHRASE[410], "this turn's stream is no longer kept; read it in the history"),
     "no_turn": ErrorSpec(404, _PHRASE[404], "no reply is being written right now"),
+    # Threads
+    "no_such_thread": ErrorSpec(404, _PHRASE[404], "no such thread"),
+    "no_such_message": ErrorSpec(404, _PHRASE[404], "no such message in this thread"),
+    "thread_busy": ErrorSpec(
+        409, "Thread Busy", "a reply is being written in this thread; wait for it or stop it, then retry"
+    ),
+    "invalid_thread": ErrorSpec(422, _PHRASE[422], "the thread's fields are not valid"),
+    # Feedback on replies (service/chat/feedback.py)
+    "message_not_rateable": ErrorSpec(422, _PHRASE[422], "only the assistant's finished replies take feedback"),
     "rate_limited": ErrorSpec(429, _PHRASE[429], "too many requests; retry later"),
     "budget_exceeded": ErrorSpec(402, "Budget Exceeded", "your budget is used up; the reply was stopped"),
     "agent_unavailable": ErrorSpec(
         503, "Agent Unavailable", "the assistant is unreachable right now; please retry", retry_after=5
+    ),
+    # Readiness (service/clients/letta_version.py): Letta runs a version this service was not tested with.
+    "letta_version_untested": ErrorSpec(
+        503,
+        "Letta Version Untested",
+        "the agent server runs a version this service was not tested with; chat is off until an operator runs a "
+        "tested version or sets LETTA_ALLOW_UNTESTED_VERSION=true",
     ),
     "agent_timeout": ErrorSpec(
         504,
@@ -108,6 +128,16 @@ ERRORS: dict[str, ErrorSpec] = {
     ),
     # Agent memory
     "memory_too_long": ErrorSpec(422, _PHRASE[422], "the memory block is longer than its limit"),
+    # Agent export and rebuild (service/agents/export.py)
+    "invalid_export": ErrorSpec(
+        422, _PHRASE[422], "the body is not an agent export (format ai-chat-backend.agent-export, version 1)"
+    ),
+    "rebuild_refused": ErrorSpec(
+        422,
+        _PHRASE[422],
+        "the agent server refused part of the export (e.g. a passage over its 8192-token limit); the agent was "
+        "not changed",
+    ),
     # Billing
     "billing_unavailable": ErrorSpec(
         503, "Billing Unavailable", "billing (LiteLLM) is unreachable right now", retry_after=10

@@ -32,6 +32,7 @@ def stack(pg_cluster: LocalPostgres) -> Iterator[Stack]:
         service_port=18000,
         auth_port=15321,
         functions_port=15320,
+        web_port=15173,
         service_env={
             "RECONCILE_INTERVAL_SECONDS": "1",
             "PROVISIONING_MAX_ATTEMPTS": "30",
@@ -102,6 +103,21 @@ class StackClient:
             await asyncio.sleep(0.2)
         raise AssertionError(f"timed out waiting for: {query} {args}")
 
+    async def titled(self, user: User, thread_id: uuid.UUID | None = None) -> dict[str, Any]:
+        """Wait for a thread (the default one if None) to get its title after its first reply; the title's LLM
+        calls on the user's key, summed (``total_tokens``, ``cost``: zero when the title fell back)."""
+        thread = "coalesce($2::uuid, (select id from public.threads where user_id = $1 and is_default))"
+        await self.wait_for(f"select title_source from public.threads where id = {thread}", user.id, thread_id)
+        await self.wait_for(
+            "select not exists (select 1 from public.llm_calls where user_id = $1 and status = 'pending')", user.id
+        )
+        row = await self.db.fetchrow(
+            "select coalesce(sum(total_tokens), 0)::int as total_tokens, coalesce(sum(cost), 0) as cost "
+            "from public.llm_calls where user_id = $1",
+            user.id,
+        )
+        return dict(row)
+
     # -- behind the service ------------------------------------------------------------------------------
     async def litellm(self, method: str, path: str, **kwargs: Any) -> Any:
         response = await self.http.request(
@@ -126,7 +142,9 @@ class StackClient:
         return body["requests"] if isinstance(body, dict) else body
 
     async def letta(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = await self.http.request(method, f"{self.stack.config.letta_url}{path}", **kwargs)
+        # Letta runs with a password (secure mode), as in production.
+        password = {"Authorization": f"Bearer {self.stack.config.letta_password}"}
+        response = await self.http.request(method, f"{self.stack.config.letta_url}{path}", headers=password, **kwargs)
         response.raise_for_status()
         return response.json()
 

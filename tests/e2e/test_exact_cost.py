@@ -34,16 +34,27 @@ async def wait_reconciled(client: StackClient, user: User, timeout: float = 60.0
         user.id,
         timeout=timeout,
     )
+    # ... and the calls on the user's key outside turns (a thread's title) settled too.
+    await client.wait_for(
+        "select not exists (select 1 from public.llm_calls where user_id = $1 and not cost_final)",
+        user.id,
+        timeout=timeout,
+    )
 
 
 async def recorded(client: StackClient, user: User) -> dict[str, Decimal]:
     """The user's cost as each of our records has it."""
-    messages = await client.db.fetchval("select sum(cost) from public.messages where user_id = $1", user.id)
+    # Turns (messages) and the other calls on the user's key (llm_calls: thread titles, the LLM proxy).
+    messages = await client.db.fetchval(
+        "select coalesce((select sum(cost) from public.messages where user_id = $1), 0) + "
+        "coalesce((select sum(cost) from public.llm_calls where user_id = $1), 0)",
+        user.id,
+    )
     days = await client.db.fetchval("select sum(total_cost) from public.usage_metrics where user_id = $1", user.id)
     usage = await client.http.get(f"{client.stack.config.service_url}/api/v1/user/usage", headers=user.headers)
     assert usage.status_code == 200, usage.text
     return {
-        "messages": messages or Decimal(0),
+        "messages + llm_calls": messages or Decimal(0),
         "usage_metrics": days or Decimal(0),
         "/user/usage": Decimal(str(usage.json()["totals"]["total_cost"])),
     }

@@ -263,6 +263,8 @@ async def test_after_reconciliation_what_we_record_equals_what_litellm_charged(
         break
     await left.close()
 
+    # The turn's thread got its title by a call on the same key, recorded like the proxy's own (a fourth call).
+    await client.titled(user)
     # The e2e stack settles costs within seconds (COST_SETTLE_SECONDS=3): wait until every cost is final.
     await client.wait_for(
         "select (select count(*) from public.llm_calls where user_id = $1 and not cost_final) = 0 "
@@ -275,10 +277,10 @@ async def test_after_reconciliation_what_we_record_equals_what_litellm_charged(
     on_key = [r for r in await client.upstream_requests() if r["api_key"] == key and r["path"].endswith("completions")]
     proxy_requests = [r for r in on_key if r["body"].get("user") == str(user.id)]
     letta_requests = [r for r in on_key if r["body"].get("user") != str(user.id)]
-    assert len(proxy_requests) == 3 and letta_requests
+    assert len(proxy_requests) == 4 and letta_requests
 
     calls = await calls_of(client, user)
-    assert len(calls) == 3 and all(c["cost_final"] for c in calls)
+    assert len(calls) == 4 and all(c["cost_final"] for c in calls)
     # Each call carries exactly its own charge; the turn carries Letta's calls only.
     spend_logs = await client.litellm("GET", "/spend/logs", params={"api_key": key, "summarize": "false"})
     spend_by_request = {row["request_id"]: Decimal(str(row["spend"])) for row in spend_logs}

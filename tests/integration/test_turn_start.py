@@ -115,10 +115,17 @@ async def test_a_live_lease_is_409_and_stores_nothing(
         user_id,
         running,
     )
+    # Its message, written by that replica: the refusal names the thread it runs in.
+    thread_id = await db.fetchval(
+        "insert into public.messages (user_id, turn_id, role, content, status) values ($1, $2, 'user', 'first', "
+        "'pending') returning thread_id",
+        user_id,
+        running,
+    )
     body = assert_problem(await send(client, headers), 409)
-    assert body["title"] == "Turn In Progress"
+    assert body["title"] == "Turn In Progress" and body["thread_id"] == str(thread_id)
     await assert_documented(client, body, "type", "title", "status", "detail")
-    assert await stored(db, user_id) == []
+    assert await stored(db, user_id) == [("first", "pending")]
     assert await lease_of(db, user_id) == running  # untouched
 
 

@@ -48,13 +48,14 @@ async def a_turn(chat: ChatService, pool: asyncpg.Pool, database_url: str) -> Tu
     content = "hello"
     turn_id = await chat.acquire_lease(user_id)
     message_id = await pool.fetchval(
-        "insert into public.messages (user_id, turn_id, role, content, status) values ($1, $2, 'user', $3, "
-        "'pending') returning id",
+        "insert into public.messages (user_id, thread_id, turn_id, role, content, status) values ($1, "
+        "(select id from public.threads where user_id = $1 and is_default), $2, 'user', $3, 'pending') returning id",
         user_id,
         turn_id,
         content,
     )
-    return Turn(turn_id, message_id, profile)
+    thread_id = await pool.fetchval("select thread_id from public.messages where id = $1", message_id)
+    return Turn(turn_id, message_id, profile, thread_id)
 
 
 def chat_service(pool: asyncpg.Pool, database_url: str, letta: FakeLetta) -> ChatService:
