@@ -51,6 +51,7 @@ from litestar.types import Guard
 from service.auth.tokens import Principal
 from service.db import Database
 from service.errors import DomainError
+from service.observability.metrics import observe_refusal
 from service.web.state import services_of
 
 logger = logging.getLogger("service.rate_limit")
@@ -58,6 +59,7 @@ logger = logging.getLogger("service.rate_limit")
 CHAT_BUCKET = "chat"
 MEMORY_BUCKET = "memory"
 LLM_BUCKET = "llm"  # the LLM proxy (/api/v1/llm): hit in the statement that records the call (service.llm.store)
+SEARCH_BUCKET = "search"  # message search (GET /api/v1/chat/search): a query may rank thousands of messages
 
 _HIT_SQL = "select allowed, remaining, retry_after_seconds from private.rate_limit_hit($1, $2, $3, $4)"
 _HIT_KEY_SQL = "select allowed, remaining, retry_after_seconds from private.rate_limit_hit_key($1, $2, $3, $4)"
@@ -151,6 +153,8 @@ class PostgresRateLimiter:
     def decision(self, bucket: str, row: Mapping[str, Any]) -> RateDecision:
         """The decision in a row of ``private.rate_limit_hit`` (``allowed, remaining, retry_after_seconds``)."""
         limit, window = self.limit_of(bucket)
+        if not row["allowed"]:
+            observe_refusal(bucket)  # every refusal's decision is made here, whichever statement made the hit
         return RateDecision(
             allowed=row["allowed"],
             bucket=bucket,
@@ -234,6 +238,7 @@ __all__ = [
     "CHAT_BUCKET",
     "LLM_BUCKET",
     "MEMORY_BUCKET",
+    "SEARCH_BUCKET",
     "KeyedRateLimiter",
     "PostgresRateLimiter",
     "RateDecision",
