@@ -31,6 +31,7 @@ from service.background import every
 from service.billing.budgets import Billing
 from service.clients.litellm import LiteLLMClient
 from service.db import Database
+from service.observability.metrics import observe_cost_drift
 from service.settings import Settings
 
 logger = logging.getLogger("service.billing.reconcile")
@@ -191,6 +192,7 @@ class CostReconciler:
             await self.db.fetchval(_RECORD_CHARGES, user_id, *[list(column) for column in columns])
         result = await self.db.fetchrow(_FINALIZE, user_id, self.settings.cost_settle_seconds)
         assert result is not None
+        observe_cost_drift(result["delta"])
         if result["delta"]:
             # What the estimates missed (summarization, broken calls) counts against the cached budget now.
             self.billing.add_spend(str(user_id), float(result["delta"]))
