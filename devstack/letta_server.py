@@ -1,7 +1,7 @@
 """The Letta server 0.16.8 (installed by devstack/install.sh) as a local process for dev and tests.
 
     migrate(pg_url)                      # Letta never creates its own tables: alembic does
-    server = LettaServer(8283, pg_url, Path(".devstack/letta.log"), openai_api_key="sk-dev")
+    server = LettaServer(8283, pg_url, Path(".devstack/letta.log"), openai_api_key="sk-dev", password="pw")
     server.start(); server.wait_healthy()
 
 The database needs the `vector` extension (LocalPostgres.create_database("letta", ["vector"])).
@@ -111,6 +111,7 @@ class LettaServer:
         *,
         encryption_key: str = DEV_ENCRYPTION_KEY,
         openai_api_key: str | None = None,
+        password: str | None = None,
     ) -> None:
         self.port = port
         self.pg_url = pg_url
@@ -128,6 +129,10 @@ class LettaServer:
         if openai_api_key is not None:
             # Embedding calls (archival memory) send this global key, never the per-user BYOK key.
             self._env["OPENAI_API_KEY"] = openai_api_key
+        if password is not None:
+            # Secure mode (letta/server/rest_api/app.py): every route but /v1/health/ and /v1/ready/ then needs
+            # `Authorization: Bearer <password>`. Without LETTA_SERVER_PASSWORD each worker would make up its own.
+            self._env.update(LETTA_SERVER_SECURE="true", LETTA_SERVER_PASSWORD=password)
         self._env.update(env_extra or {})
         self._proc: subprocess.Popen[bytes] | None = None
 

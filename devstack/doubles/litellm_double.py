@@ -5,12 +5,12 @@ and the local dev stack use this Litestar app instead. It reproduces the parts o
 the system uses, with the request/response shapes and error bodies read from LiteLLM 1.106.2's
 source (``litellm/proxy/...``; file references are in the comments):
 
-* management: ``/user/new``, ``/user/info``, ``/user/update``, ``/user/delete``, ``/key/info``,
-  ``/model/info``, ``/v1/models``, ``/health/*`` (management writes need the master key);
+* management: ``/user/new``, ``/user/info``, ``/user/update``, ``/user/delete``, ``/key/generate``,
+  ``/key/info``, ``/model/info``, ``/v1/models``, ``/health/*`` (management writes need the master key);
 * LLM: ``/v1/chat/completions`` (SSE and JSON) and ``/v1/embeddings``, answered by the deterministic
   :mod:`devstack.doubles.scripted_model`; spend is charged per key and per LiteLLM user
-  (prompt_tokens x input price + completion_tokens x output price) and over-budget users are
-  rejected the way LiteLLM rejects them;
+  (prompt_tokens x input price + completion_tokens x output price); a key limited to ``models`` is
+  refused any other model, and over-budget keys and users are rejected, the way LiteLLM's auth does;
 * spend logs: every charged call (a stream cut short too, with what it was charged) leaves one
   ``LiteLLM_SpendLogs`` row, readable with ``GET /spend/logs`` (``api_key``, ``user_id``,
   ``request_id``, ``start_date``/``end_date``, ``summarize``). Like LiteLLM's batch writer
@@ -30,8 +30,9 @@ source (``litellm/proxy/...``; file references are in the comments):
 State is in memory (one asyncio lock), optionally persisted to a JSON file so a restart keeps users
 and keys; spend-log rows are appended to a JSON-lines file beside it (``<state>.spend-logs.jsonl``,
 one write per call instead of rewriting every row). Differences from the real proxy are deliberate
-simplifications: no teams/orgs, budgets reset lazily when read instead of by a background job, key
-and user spend are updated synchronously (LiteLLM batches those too), rows queued for the batch
+simplifications: no teams/orgs/access groups/wildcard model names, only the master key generates keys and
+a key's ``allowed_routes`` are stored but not enforced, budgets reset lazily when read instead of by a
+background job, key and user spend are updated synchronously (LiteLLM batches those too), rows queued for the batch
 writer survive a restart (LiteLLM loses them on a crash), and rejected calls leave no spend-log row.
 
 Run: ``python -m devstack.doubles.litellm_double --port 4000 --master-key sk-master-dev``.
@@ -992,6 +993,124 @@ async def key_info(request: Request[Any, Any, Any], key: FromQuery[str | None] =
         return {"key": looked_up, "info": info}
 
 
+# GenerateKeyResponse's fields: NewUserResponse's but the user's own.
+_GENERATE_KEY_RESPONSE_DEFAULTS: dict[str, Any] = {
+    name: value
+    for name, value in _NEW_USER_RESPONSE_DEFAULTS.items()
+    if name not in ("user_email", "user_role", "teams", "user_alias")
+}
+# handle_key_type: the routes a key of each type may call.
+_KEY_TYPE_ROUTES = {"llm_api": ["llm_api_routes"], "management": ["management_routes"], "read_only": ["info_routes"]}
+MINIMUM_CUSTOM_KEY_LENGTH = 16  # litellm/constants.py
+
+
+class GenerateKeyBody(msgspec.Struct, kw_only=True):
+    """The GenerateKeyRequest fields the double acts on; other fields are accepted and ignored."""
+
+    key: str | None = None
+    key_alias: str | None = None
+    duration: str | None = None
+    models: list[str] | None = None
+    max_budget: float | None = None
+    budget_duration: str | None = None
+    user_id: str | None = None
+    metadata: dict[str, Any] | None = None
+    key_type: Literal["llm_api", "management", "read_only", "default"] | None = "default"
+    max_parallel_requests: int | None = None
+    tpm_limit: int | None = None
+    rpm_limit: int | None = None
+
+
+@post("/key/generate", status_code=200)
+async def key_generate(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    """key_management_endpoints.generate_key_fn: a key of its own (``max_budget``/``budget_duration`` are the
+    key's, not a user's), checked in the real order. A custom ``key`` that exists already is kept as it is
+    (Prisma's upsert with an empty update) while the answer echoes the request."""
+    state = _state(request)
+    caller = authenticate(state, request)
+    require_admin(state, caller, "/key/generate")
+    body = await _json_body(request)
+    if body.get("max_budget") == "":  # GenerateRequestBase.check_max_budget
+        body["max_budget"] = None
+    try:
+        data = msgspec.convert(body, GenerateKeyBody, strict=False)
+    except msgspec.ValidationError as exc:
+        raise _validation_error([], str(exc)) from exc
+    if data.max_budget is not None and (not math.isfinite(data.max_budget) or data.max_budget < 0):
+        raise _management_error(
+            400, {"error": f"max_budget must be a non-negative finite number. Received: {data.max_budget}"}
+        )
+    async with state.lock:
+        now = state.now()
+        error = budget_duration_error(data.budget_duration, now)
+        if error is not None:
+            raise _management_error(400, {"error": error})  # common_utils.validate_budget_duration
+        if data.key_alias is not None and any(k.key_alias == data.key_alias for k in state.keys.values()):
+            raise ProxyError(  # _enforce_unique_key_alias
+                400,
+                f"Key with alias '{data.key_alias}' already exists. Unique key aliases across all keys are required.",
+                "bad_request_error",
+                "key_alias",
+            )
+        if data.key is not None and not data.key.startswith("sk-"):
+            masked = f"{data.key[:4]}****{data.key[-4:]}" if len(data.key) > 8 else "****"
+            raise _management_error(
+                400, {"error": f"Invalid key format. LiteLLM Virtual Key must start with 'sk-'. Received: {masked}"}
+            )
+        if data.key is not None and len(data.key) < MINIMUM_CUSTOM_KEY_LENGTH:
+            raise _management_error(
+                400,
+                {
+                    "error": "Invalid key format. LiteLLM Virtual Key must be at least "
+                    f"{MINIMUM_CUSTOM_KEY_LENGTH} characters long."
+                },
+            )
+        key = data.key or f"sk-{secrets.token_urlsafe(16)}"
+        expires = now + timedelta(seconds=_duration_seconds(data.duration)) if data.duration else None
+        key_type = data.key_type or "default"
+        row = KeyRow(
+            token=_hash_key(key),
+            key_name=_abbreviate(key),
+            key_alias=data.key_alias,
+            expires=expires,
+            models=data.models or [],
+            user_id=data.user_id,
+            max_parallel_requests=data.max_parallel_requests,
+            metadata=data.metadata or {},
+            tpm_limit=data.tpm_limit,
+            rpm_limit=data.rpm_limit,
+            max_budget=data.max_budget,
+            budget_duration=data.budget_duration,
+            budget_reset_at=next_budget_reset(data.budget_duration, now) if data.budget_duration else None,
+            allowed_routes=_KEY_TYPE_ROUTES.get(key_type, []),
+            key_type=key_type,
+            created_by=caller.user_id,
+            updated_by=caller.user_id,
+            created_at=now,
+            updated_at=now,
+        )
+        stored = state.keys.setdefault(row.token, row)
+        state.save()
+    fields = (
+        "key_name key_alias expires models max_budget budget_duration user_id metadata max_parallel_requests "
+        "tpm_limit rpm_limit allowed_routes key_type created_by updated_by"
+    )
+    requested, kept = _dump(row), _dump(stored)
+    return {
+        **_GENERATE_KEY_RESPONSE_DEFAULTS,
+        **{name: requested[name] for name in fields.split()},
+        "key": key,
+        "token": stored.token,  # generate_key_fn remaps token to the hash (token_id)
+        "token_id": stored.token,
+        "spend": 0.0,
+        "model_max_budget": {},
+        "access_group_ids": [],
+        "router_settings": {},
+        "created_at": kept["created_at"],
+        "updated_at": kept["updated_at"],
+    }
+
+
 # ---------------------------------------------------------------------------------------------
 # Spend logs (proxy/spend_tracking/spend_management_endpoints.py, view_spend_logs)
 
@@ -1188,6 +1307,48 @@ def _log_entry(request: Request[Any, Any, Any], body: Mapping[str, Any], now: da
     }
 
 
+# auth_checks._MASKED_KEY_NAME_RE: a key_name echoed in a budget error only while it still looks masked.
+_MASKED_KEY_NAME = re.compile(r"sk-\.\.\.(?:[^\s\x00-\x1f\x7f-\x9f]{4})?")
+
+
+def check_key_model(caller: Caller, model: object) -> None:
+    """auth_checks.can_key_call_model: a key limited to ``models`` (empty: every model) may call only those."""
+    key = caller.key
+    if key is None or not isinstance(model, str) or not key.models:
+        return
+    if model in key.models or {"*", "all-proxy-models", "all-team-models"} & set(key.models):
+        return  # all-team-models on a key without a team means every model
+    raise ProxyError(
+        403,
+        f"The requested model '{model}' is not available for this API key, or the model name is invalid. "
+        "Check the models available to you and try again.",
+        "key_model_access_denied",
+        "model",
+    )
+
+
+def check_key_budget(state: DoubleState, caller: Caller) -> None:
+    """auth_checks.virtual_key_max_budget_check: a key whose spend reached its own max_budget is rejected
+    (its budget window reset first, lazily, like a user's)."""
+    key = caller.key
+    if key is None or key.max_budget is None or not math.isfinite(key.max_budget):
+        return
+    now = state.now()
+    if key.budget_duration and key.budget_reset_at and now >= key.budget_reset_at:
+        key.spend = 0.0
+        key.budget_reset_at = next_budget_reset(key.budget_duration, now)
+    if key.spend < key.max_budget:
+        return
+    label = key.key_alias or "key"
+    descriptor = f"{label} ({key.key_name})" if key.key_name and _MASKED_KEY_NAME.fullmatch(key.key_name) else label
+    raise ProxyError(
+        state.settings.budget_exceeded_status_code,
+        f"Budget has been exceeded! Key={descriptor} Current cost: {key.spend}, Max budget: {key.max_budget}",
+        "budget_exceeded",
+        None,
+    )
+
+
 def check_budget(state: DoubleState, caller: Caller) -> None:
     """auth_checks._user_max_budget_check: a user whose spend reached max_budget is rejected."""
     user = state.user(caller.user_id) if not caller.is_admin else None
@@ -1285,14 +1446,17 @@ def _draft_spend_log(
 async def _admit_llm_call(
     request: Request[Any, Any, Any], route: str, required: str, mode: str
 ) -> tuple[DoubleState, Caller, dict[str, Any], ModelSpec, dict[str, Any], SpendLogRow]:
-    """Auth, budget, body and model checks in the real proxy's order; failures are logged too."""
+    """Auth, budget, body and model checks in the real proxy's order (the key's models, the key's budget, the
+    user's budget, then the request itself); failures are logged too."""
     state = _state(request)
     body = await _json_body(request)
     entry = _log_entry(request, body, state.now())
     try:
         caller = authenticate(state, request)
         entry["litellm_user_id"] = caller.user_id if not caller.is_admin else None
+        check_key_model(caller, body.get("model"))
         async with state.lock:
+            check_key_budget(state, caller)
             check_budget(state, caller)
         if body.get(required) is None:
             raise ProxyError(
@@ -1663,6 +1827,7 @@ def create_app(settings: DoubleSettings | None = None) -> Litestar:
             user_update,
             user_delete,
             key_info,
+            key_generate,
             spend_logs,
             model_info,
             list_models,

@@ -2,7 +2,8 @@
 
 ``/health/live`` answers while the process can serve (container HEALTHCHECK); ``/health/ready``
 reports each dependency with its latency and answers 503 when any is down, so a load balancer stops
-routing chat to a replica that cannot reach Letta, LiteLLM or the database.
+routing chat to a replica that cannot reach Letta, LiteLLM or the database. Letta also counts as down
+when it runs a version this service was not tested with (``service.clients.letta_version``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from service.clients.litellm import LiteLLMClient
 from service.db import Database
 from service.settings import Settings
 from service.web.openapi import ok
+from service.web.problems import sentence
 
 
 async def _database(pool: Database) -> dict[str, Any]:
@@ -32,6 +34,11 @@ async def _database(pool: Database) -> dict[str, Any]:
         result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
     result["latency_ms"] = round((time.perf_counter() - started) * 1000, 1)
     return {"database": result}
+
+
+def _public(check: dict[str, Any]) -> dict[str, Any]:
+    """What anyone may see of a check: up or down, and a refusal's code with its sentence (they name no host)."""
+    return {name: value for name, value in check.items() if name in ("ok", "code", "detail")}
 
 
 def _is_admin_key(authorization: str | None, settings: Settings) -> bool:
@@ -58,7 +65,9 @@ class HealthController(Controller):
         summary="Readiness: database, Letta and LiteLLM each up or down (latency and errors with the admin key)",
         description=(
             "Public: whether each dependency answers. With `Authorization: Bearer <ADMIN_API_KEY>` also each "
-            "check's latency and, for a dependency that is down, its error (which can name internal hosts)."
+            "check's latency and, for a dependency that is down, its error (which can name internal hosts), and "
+            "Letta's version. A Letta running a version this service was not tested with is down with the code "
+            "`letta_version_untested` (public)."
         ),
         responses={
             200: ok(
@@ -68,7 +77,7 @@ class HealthController(Controller):
                     "status": "ok",
                     "checks": {
                         "database": {"ok": True, "latency_ms": 0.6},
-                        "letta": {"ok": True, "latency_ms": 2.9},
+                        "letta": {"ok": True, "latency_ms": 2.9, "version": "0.16.8"},
                         "litellm": {"ok": True, "latency_ms": 1.4},
                     },
                 },
@@ -103,7 +112,10 @@ class HealthController(Controller):
         checks: dict[str, Any] = {}
         for part in await asyncio.gather(_database(db), letta.health(), litellm.health()):
             checks.update(part)
+        for check in checks.values():
+            if "code" in check:
+                check["detail"] = sentence(check["code"])
         ok = all(check["ok"] for check in checks.values())
         if not _is_admin_key(request.headers.get("authorization"), settings):
-            checks = {name: {"ok": check["ok"]} for name, check in checks.items()}
+            checks = {name: _public(check) for name, check in checks.items()}
         return Response({"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503)

@@ -68,7 +68,8 @@ async def answers(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
 
 
 class FakeLetta:
-    """A socket where Letta would be: a turn request gets ``behaviour``; a cancel is answered and recorded."""
+    """A socket where Letta would be: a turn request gets ``behaviour``; a cancel is answered and recorded; the
+    health check answers as Letta 0.16.8 does."""
 
     def __init__(self, behaviour: Behaviour) -> None:
         self.behaviour = behaviour
@@ -77,16 +78,22 @@ class FakeLetta:
 
     async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         line, body = await read_request(reader)
+        if line.startswith("GET /v1/health/ "):  # the version check (service/clients/letta_version.py)
+            await answer_json(writer, b'{"version":"0.16.8","status":"ok"}')
+            return
         if "/messages/cancel" not in line:
             self.turns.append(line)
             await self.behaviour(reader, writer)
             return
         self.cancels.append((line, json.loads(body or b"null")))
-        answer = b'{"run-1": "cancelled"}'
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n")
-        writer.write(b"content-length: %d\r\n\r\n%s" % (len(answer), answer))
-        await writer.drain()
-        writer.close()
+        await answer_json(writer, b'{"run-1": "cancelled"}')
+
+
+async def answer_json(writer: asyncio.StreamWriter, answer: bytes) -> None:
+    writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n")
+    writer.write(b"content-length: %d\r\n\r\n%s" % (len(answer), answer))
+    await writer.drain()
+    writer.close()
 
 
 @pytest.fixture
