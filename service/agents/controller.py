@@ -1,14 +1,17 @@
-"""``/api/v1/agent``: the caller's own agent — status, memory, reset."""
+"""``/api/v1/agent``: the caller's own agent — status, memory, export, reset."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
-from litestar import Controller, get, patch, post
+from litestar import Controller, Response, get, patch, post
 from litestar.di import NamedDependency, Provide
 from litestar.params import QueryParameter
+from litestar.response import Stream
 
-from service.agents.schemas import AgentMemory, AgentStatus, MemoryUpdate, ResetRequest, ResetResult
+from service.agents.export import EXPORT_EXAMPLE
+from service.agents.schemas import AgentExport, AgentMemory, AgentStatus, MemoryUpdate, ResetRequest, ResetResult
 from service.agents.service import AgentService
 from service.agents.spec import EDITABLE_BLOCKS
 from service.auth.dependencies import provide_profile, provide_ready_profile
@@ -84,6 +87,31 @@ class AgentController(Controller):
             if "\x00" in value:  # Postgres text cannot hold it: Letta would drop it silently
                 raise ProblemError(422, f"{label} must not contain NUL characters", label=label)
         return await agents.update_memory(profile.agent_id, updates)
+
+    @get(
+        "/export",
+        summary="Your agent as a neutral JSON document: memory blocks, archival passages, Letta's message history",
+        description=(
+            "Format `ai-chat-backend.agent-export`, version 1 (see the README): streamed; at most "
+            "`limits.passages` passages (oldest first) and `limits.messages` messages (newest first: the agent's own "
+            "history, then each conversation's), `truncated` says whether a part was cut."
+        ),
+        guards=[rate_limit(MEMORY_BUCKET)],
+        responses={
+            200: ok(AgentExport, "An agent export", EXPORT_EXAMPLE),
+            429: MEMORY_RATE_LIMITED,
+            503: NOT_READY,
+        },
+    )
+    async def export(
+        self, profile: NamedDependency[ReadyProfile], agents: NamedDependency[AgentService]
+    ) -> Response[Any]:
+        stamp = datetime.now(UTC).strftime("%Y%m%d")
+        return Stream(
+            await agents.export(profile),
+            media_type="application/json",
+            headers={"Content-Disposition": f'attachment; filename="agent-export-{stamp}.json"'},
+        )
 
     @post(
         "/reset",

@@ -9,6 +9,7 @@ one) is kept.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
@@ -21,6 +22,10 @@ from service.settings import Settings
 
 logger = logging.getLogger("service.agents")
 
+# Makes an agent from its spec (``agent_spec``'s keyword arguments) some other way than a plain create, e.g. from
+# an export (service.agents.export); returns its id.
+AgentMaker = Callable[[dict[str, Any]], Awaitable[str]]
+
 
 class AgentLifecycle:
     def __init__(self, db: Database, letta: LettaClient, llm_endpoint: str, settings: Settings) -> None:
@@ -32,9 +37,11 @@ class AgentLifecycle:
     async def agents_of(self, user_id: str) -> list[Any]:
         return await with_retries(lambda: self.letta.agents_tagged(user_tag(user_id)))
 
-    async def _create(self, claim: Claim, blocks: dict[str, str] | None = None) -> str:
+    async def _create(self, claim: Claim, blocks: dict[str, str] | None = None, make: AgentMaker | None = None) -> str:
         uid = str(claim.user_id)
         spec = agent_spec(self.settings, uid, claim.display_name, provider_name(uid), self.llm_endpoint, blocks)
+        if make is not None:
+            return await make(spec)
         agent = await with_retries(lambda: self.letta.create_agent(spec))
         return str(agent.id)
 
@@ -58,22 +65,30 @@ class AgentLifecycle:
         await fenced_update(self.db, claim, "letta_agent_id = $3", agent_id)
         return agent_id
 
-    async def replace(self, claim: Claim, *, keep_memory: bool) -> tuple[str, bool]:
-        """A fresh agent in place of the current one (core memory carried over if asked), recorded under the
-        claim, then the old one deleted. Returns (new agent id, whether memory was kept). Retry-safe."""
+    async def replace(
+        self,
+        claim: Claim,
+        *,
+        keep_memory: bool = False,
+        blocks: dict[str, str] | None = None,
+        make: AgentMaker | None = None,
+    ) -> tuple[str, bool]:
+        """A new agent in place of the current one, recorded under the claim, then the old one deleted (if it still
+        exists). Core memory is the current agent's (``keep_memory``), or ``blocks``, or the spec's; ``make``
+        creates the agent from its spec (a rebuild from an export) instead of a plain create. Returns (new agent
+        id, whether memory was carried over). Retry-safe."""
         uid, current = str(claim.user_id), claim.letta_agent_id
         # Leftovers of an interrupted reset (a new agent never recorded, or an old one never deleted).
         for stray in await self.agents_of(uid):
             if stray.id != current:
                 await self._delete(stray.id)
-        blocks = None
         if keep_memory and current:
             blocks = {
                 b["label"]: b["value"]
                 for b in await with_retries(lambda: self.letta.memory_blocks(current))
                 if b["label"] in EDITABLE_BLOCKS
             }
-        agent_id = await self._create(claim, blocks)
+        agent_id = await self._create(claim, blocks, make)
         await fenced_update(self.db, claim, "letta_agent_id = $3", agent_id)
         if current:
             await self._delete(current)

@@ -1,26 +1,45 @@
-"""The caller's own agent: its status, its memory, and replacing it.
+"""The caller's own agent: its status, its memory, its export, and replacing it; and an admin's rebuild of a
+user's agent from an export.
 
 Ownership: the agent id always comes from the caller's profile, never from the request, so a user can reach
-no agent but their own (Letta itself does not isolate users within one organisation).
+no agent but their own (Letta itself does not isolate users within one organisation). The rebuild, which names
+a user, is for admins only (``service.agents.admin_controller``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
+from typing import TypeVar
 
+from service.agents.export import agent_export, rebuild_agent, rebuild_plan
 from service.agents.lifecycle import AgentLifecycle
-from service.agents.schemas import AgentMemory, AgentStatus, ArchivalHit, LettaStatus, MemoryBlock, ResetResult
+from service.agents.schemas import (
+    AgentExport,
+    AgentMemory,
+    AgentStatus,
+    ArchivalHit,
+    LettaStatus,
+    MemoryBlock,
+    RebuildResult,
+    ResetResult,
+)
 from service.billing.budgets import Billing, ensure_within_budget
-from service.chat.service import RESET_HOLDER, ChatService
+from service.chat import store as chat_store
+from service.chat.service import LEASE_RENEW_SECONDS, RESET_HOLDER, ChatService
 from service.clients.errors import UpstreamError
 from service.clients.letta import LettaClient
 from service.errors import DomainError
 from service.provisioning import store as provisioning_store
-from service.provisioning.store import LostClaim
+from service.provisioning.service import Provisioner
+from service.provisioning.store import Claim, LostClaim
 from service.users.profiles import ProfileRow, ReadyProfile
 
 logger = logging.getLogger("service.agents")
+T = TypeVar("T")
 
 
 def agent_unreachable(exc: UpstreamError) -> DomainError:
@@ -92,15 +111,60 @@ class AgentService:
         return await self.memory(agent_id, None, 0)
 
     async def reset(self, profile: ReadyProfile, *, keep_memory: bool) -> ResetResult:
-        """Replace the agent with a fresh one, under the chat lease (no turn may talk to an agent being
-        replaced) and the provisioning claim (the only way ``letta_agent_id`` is written)."""
-        lease = await self.chat.acquire_lease(profile.id, holder=RESET_HOLDER)
+        """Replace the agent with a fresh one."""
+        (agent_id, kept), previous = await self._replacing(
+            profile.id, lambda claim: self.lifecycle.replace(claim, keep_memory=keep_memory)
+        )
+        return ResetResult(agent_id=agent_id, previous_agent_id=previous, kept_memory=kept)
+
+    async def export(self, profile: ReadyProfile) -> AsyncIterator[bytes]:
+        """The agent as our neutral JSON export (``service.agents.export``), streamed."""
         try:
-            claim = await provisioning_store.claim(self.lifecycle.db, profile.id, active=True)
-            if claim is None:  # provisioning holds the profile: it is not ready for a reset
+            return await agent_export(self.letta, profile.id, profile.agent_id)
+        except UpstreamError as exc:
+            raise agent_unreachable(exc) from exc
+
+    async def rebuild(self, user_id: uuid.UUID, export: AgentExport, provisioner: Provisioner) -> RebuildResult:
+        """Replace the user's agent (lost, or on another Letta server) with one rebuilt from ``export`` on the
+        configured Letta server; its BYOK provider is made there first if missing."""
+        plan = rebuild_plan(export, user_id)
+
+        async def work(claim: Claim) -> str:
+            await provisioner.ensure_provider(claim)
+            try:
+                agent_id, _ = await self.lifecycle.replace(
+                    claim, blocks=plan.blocks, make=partial(rebuild_agent, self.letta, plan)
+                )
+            except UpstreamError as exc:
+                if exc.transient:
+                    raise
+                logger.warning("letta refused a rebuild", extra={"user_id": str(user_id), "error": str(exc)})
+                raise DomainError("rebuild_refused") from exc
+            return agent_id
+
+        agent_id, previous = await self._replacing(user_id, work)
+        return RebuildResult(
+            user_id=user_id,
+            agent_id=agent_id,
+            previous_agent_id=previous,
+            blocks=len(plan.blocks),
+            passages=len(plan.passages),
+            messages=plan.replayed,
+            in_context=plan.in_context,
+            skipped_messages=plan.skipped,
+        )
+
+    async def _replacing(self, user_id: uuid.UUID, work: Callable[[Claim], Awaitable[T]]) -> tuple[T, str | None]:
+        """``work`` (which replaces the agent) under the chat lease (no turn may talk to an agent being replaced)
+        and the provisioning claim (the only way ``letta_agent_id`` is written); with the agent id it replaced."""
+        lease = await self.chat.acquire_lease(user_id, holder=RESET_HOLDER)
+        keeper = asyncio.create_task(self._keep_lease(user_id, lease))
+        try:
+            claim = await provisioning_store.claim(self.lifecycle.db, user_id, active=True)
+            if claim is None:  # provisioning holds the profile: it is not ready to be replaced
                 raise DomainError("agent_not_ready", agent_status="provisioning")
             try:
-                agent_id, kept = await self.lifecycle.replace(claim, keep_memory=keep_memory)
+                result = await work(claim)
             finally:
                 await provisioning_store.release(self.lifecycle.db, claim)
         except UpstreamError as exc:
@@ -108,5 +172,16 @@ class AgentService:
         except LostClaim as exc:
             raise DomainError("agent_not_ready", agent_status="provisioning") from exc
         finally:
-            await self.chat.release_lease(profile.id, lease)
-        return ResetResult(agent_id=agent_id, previous_agent_id=claim.letta_agent_id, kept_memory=kept)
+            keeper.cancel()
+            await self.chat.release_lease(user_id, lease)
+        return result, claim.letta_agent_id
+
+    async def _keep_lease(self, user_id: uuid.UUID, lease: uuid.UUID) -> None:
+        """Renew the chat lease while an agent is replaced: a rebuild with many passages outlasts it. (The claim
+        needs no renewal: whoever else would claim an active profile takes this lease first.)"""
+        while True:
+            await asyncio.sleep(LEASE_RENEW_SECONDS)
+            try:
+                await self.lifecycle.db.execute(chat_store.RENEW_LEASE, user_id, lease, chat_store.LEASE_SECONDS, None)
+            except Exception as exc:  # the next renewal may work
+                logger.warning("lease renewal failed", extra={"user_id": str(user_id), "error": repr(exc)})

@@ -118,8 +118,7 @@ class Provisioner:
     # -- the steps --------------------------------------------------------------------------------------
     async def _run(self, claim: Claim) -> None:
         uid = str(claim.user_id)
-        key, new_key = await self._litellm_key(claim)
-        provider_id = await self._provider(claim, key, new_key)
+        provider_id = await self.ensure_provider(claim)
         agent_id = await self.agents.ensure(claim)
         await self._update(
             claim,
@@ -131,6 +130,12 @@ class Provisioner:
             self.settings.llm_model,
             uid,
         )
+
+    async def ensure_provider(self, claim: Claim) -> str:
+        """The user's LiteLLM key and BYOK provider on the configured Letta, each made if missing (also before an
+        agent is rebuilt on another Letta server), recorded under the claim. Returns the provider's id."""
+        key, new_key = await self._litellm_key(claim)
+        return await self._provider(claim, key, new_key)
 
     async def _litellm_key(self, claim: Claim) -> tuple[str, bool]:
         stored = await self.db.fetchval(store.STORED_KEY, claim.user_id)

@@ -29,3 +29,14 @@ class ProfileOut(msgspec.Struct, kw_only=True):
 class AccountDeleted(msgspec.Struct):
     deleted: bool
     cleanup_complete: bool
+
+
+class AccountFeedback(msgspec.Struct, kw_only=True):
+    """A rating the user gave a reply (also shown with its message in the history)."""
+
+    message_id: uuid.UUID
+    thread_id: uuid.UUID
+    rating: str  # up | down
+    comment: str | None
+    created_at: datetime
+    updated_at: datetime

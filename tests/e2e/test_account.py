@@ -7,6 +7,7 @@ import re
 import uuid
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.e2e.conftest import StackClient, User
@@ -185,6 +186,10 @@ async def test_export_json_and_markdown_stream_the_whole_history(client: StackCl
 async def test_delete_account_removes_everything_and_is_safe_to_retry(client: StackClient) -> None:
     user = await client.sign_up("Abe")
     assert (await client.chat(user, "soon gone")).status_code == 200
+    assert (await client.chat(user, "[[archive my locker code is 1234]]")).status_code == 200
+    agent_id = (await client.profile(user.id))["letta_agent_id"]
+    archives = [a["id"] for a in await client.letta("GET", "/v1/archives/", params={"agent_id": agent_id})]
+    assert archives  # the agent's archival memory, which Letta keeps when only the agent is deleted
     first = await client.http.delete(url(client, "/api/v1/user"), headers=user.headers)
     assert first.status_code == 200, first.text
     assert first.json()["deleted"] is True
@@ -195,6 +200,10 @@ async def test_delete_account_removes_everything_and_is_safe_to_retry(client: St
         "select not exists(select 1 from private.deprovisioning where user_id = $1)", user.id, timeout=60
     )
     assert await client.agents_of(user.id) == []
+    for archive_id in archives:
+        with pytest.raises(httpx.HTTPStatusError) as gone:
+            await client.letta("GET", f"/v1/archives/{archive_id}")
+        assert gone.value.response.status_code == 404
     assert await client.providers_named(f"user-{user.id}") == []
     assert await client.litellm_user(user.id) is None
     # The token is still valid until it expires: a retry is harmless.
@@ -245,20 +254,41 @@ USER_ONLY = {
     ("GET", "/api/v1/chat/turns/current/stream"),
     ("POST", "/api/v1/chat/ui"),
     ("GET", "/api/v1/chat/ui/{chat_id}/stream"),
+    ("GET", "/api/v1/threads"),
+    ("POST", "/api/v1/threads"),
+    ("GET", "/api/v1/threads/{thread_id}"),
+    ("PATCH", "/api/v1/threads/{thread_id}"),
+    ("DELETE", "/api/v1/threads/{thread_id}"),
+    ("POST", "/api/v1/threads/{thread_id}/fork"),
+    ("PUT", "/api/v1/chat/messages/{message_id}/feedback"),
+    ("DELETE", "/api/v1/chat/messages/{message_id}/feedback"),
+    ("GET", "/api/v1/agent/export"),
+    ("GET", "/api/v1/user/export"),
+    ("GET", "/api/v1/chat/search"),
 }
 # The LLM proxy answers errors as OpenAI error objects ({"error": {"code", ...}}), with the same codes.
 LLM_PROXY = {("POST", "/api/v1/llm/chat/completions"), ("GET", "/api/v1/llm/models")}
 # A body each route takes, so that what is checked is who calls, not what they send.
-BODIES = {"/api/v1/chat/ui": {"messages": [{"role": "user", "parts": [{"type": "text", "text": "x"}]}]}}
+BODIES = {
+    "/api/v1/chat/ui": {"messages": [{"role": "user", "parts": [{"type": "text", "text": "x"}]}]},
+    "/api/v1/threads": {},
+    "/api/v1/threads/{thread_id}": {"title": "x"},
+    "/api/v1/threads/{thread_id}/fork": {"message_id": "00000000-0000-4000-8000-000000000000"},
+    "/api/v1/chat/messages/{message_id}/feedback": {"rating": "up"},
+}
 
 
 def error_code(path: str, body: dict[str, Any]) -> str:
     return str(body["error"]["code"] if path.startswith("/api/v1/llm/") else body["code"])
 
 
+# The query a route requires, so that what is checked is who calls.
+QUERIES = {"/api/v1/chat/search": "?q=x"}
+
+
 def concrete(path: str) -> str:
     """A route's path with its parameters filled in (a made-up id: the route must answer before it looks)."""
-    return re.sub(r"\{[^}]+\}", "00000000-0000-4000-8000-000000000000", path)
+    return re.sub(r"\{[^}]+\}", "00000000-0000-4000-8000-000000000000", path) + QUERIES.get(path, "")
 
 
 async def routes(client: StackClient) -> set[tuple[str, str]]:
@@ -273,7 +303,16 @@ async def routes(client: StackClient) -> set[tuple[str, str]]:
 
 async def test_every_route_is_in_the_matrix(client: StackClient) -> None:
     admin_or_user = {("GET", "/api/v1/auth/me"), ("POST", "/api/v1/user/budget")}
-    assert await routes(client) == PUBLIC | USER_ONLY | LLM_PROXY | admin_or_user
+    admin_only = {("POST", "/api/v1/admin/users/{user_id}/agent/rebuild")}
+    assert await routes(client) == PUBLIC | USER_ONLY | LLM_PROXY | admin_or_user | admin_only
+
+
+async def test_a_user_is_refused_admin_routes(client: StackClient) -> None:
+    user = await client.sign_up("Ada")
+    response = await client.http.post(
+        url(client, concrete("/api/v1/admin/users/{user_id}/agent/rebuild")), headers=user.headers, json={}
+    )
+    assert response.status_code == 403 and response.json()["code"] == "admin_only", response.text
 
 
 async def test_anonymous_gets_401_on_every_protected_route(client: StackClient) -> None:

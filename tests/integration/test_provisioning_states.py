@@ -189,6 +189,7 @@ async def test_an_agent_left_by_an_interrupted_attempt_is_adopted_and_duplicates
             {"id": "agent-old", "created_at": "2026-11-21T10:00:00Z"},
         ],
     )
+    httpx_mock.add_response(method="GET", url=f"{LETTA}/v1/archives/?agent_id=agent-new", json=[])
     httpx_mock.add_response(method="DELETE", url=f"{LETTA}/v1/agents/agent-new", json={})
     assert await provisioner.provision(user_id) == "active"
     row = await profile(pool, user_id)

@@ -415,19 +415,38 @@ async def test_get_unknown_agent_is_none(letta: LettaClient, httpx_mock: HTTPXMo
     assert await letta.get_agent(AGENT) is None
 
 
-async def test_delete_agent(letta: LettaClient, httpx_mock: HTTPXMock) -> None:
+async def test_delete_agent_deletes_its_archives_too(letta: LettaClient, httpx_mock: HTTPXMock) -> None:
+    # Letta 0.16.8 keeps an agent's archive (passages, embeddings) when the agent is deleted.
+    archives = f"{BASE}/v1/archives/?agent_id={AGENT}"
+    httpx_mock.add_response(method="GET", url=archives, json=[{"id": "archive-1", "name": "user-u1"}])
     httpx_mock.add_response(
         method="DELETE", url=f"{BASE}/v1/agents/{AGENT}", json={"message": f"Agent id={AGENT} successfully deleted"}
     )
+    httpx_mock.add_response(method="GET", url=f"{BASE}/v1/archives/archive-1/agents", json=[])
+    httpx_mock.add_response(method="DELETE", url=f"{BASE}/v1/archives/archive-1", status_code=204)
 
     await letta.delete_agent(AGENT)
 
-    request = only_request(httpx_mock)
-    assert request.method == "DELETE"
-    assert request.url.path == f"/v1/agents/{AGENT}"
+    assert [(r.method, r.url.path) for r in httpx_mock.get_requests()] == [
+        ("GET", "/v1/archives/"),
+        ("DELETE", f"/v1/agents/{AGENT}"),
+        ("GET", "/v1/archives/archive-1/agents"),
+        ("DELETE", "/v1/archives/archive-1"),
+    ]
+
+
+async def test_an_archive_another_agent_uses_is_kept(letta: LettaClient, httpx_mock: HTTPXMock) -> None:
+    httpx_mock.add_response(method="GET", url=f"{BASE}/v1/archives/?agent_id={AGENT}", json=[{"id": "archive-1"}])
+    httpx_mock.add_response(method="DELETE", url=f"{BASE}/v1/agents/{AGENT}", json={})
+    httpx_mock.add_response(method="GET", url=f"{BASE}/v1/archives/archive-1/agents", json=[{"id": "agent-other"}])
+
+    await letta.delete_agent(AGENT)
+
+    assert ("DELETE", "/v1/archives/archive-1") not in [(r.method, r.url.path) for r in httpx_mock.get_requests()]
 
 
 async def test_delete_unknown_agent_is_not_an_error(letta: LettaClient, httpx_mock: HTTPXMock) -> None:
+    httpx_mock.add_response(method="GET", url=f"{BASE}/v1/archives/?agent_id={AGENT}", json=[])
     httpx_mock.add_response(method="DELETE", url=f"{BASE}/v1/agents/{AGENT}", status_code=404, json=not_found("Agent"))
 
     assert await letta.delete_agent(AGENT) is None
@@ -469,7 +488,7 @@ async def test_transport_failures_are_transient(letta: LettaClient, httpx_mock: 
     httpx_mock.add_exception(exc, url=f"{BASE}/v1/agents/{AGENT}")
 
     with pytest.raises(UpstreamError) as caught:
-        await letta.delete_agent(AGENT)
+        await letta.get_agent(AGENT)
 
     assert caught.value.transient is True
     assert caught.value.status is None
