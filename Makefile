@@ -5,7 +5,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install dev test test-unit test-integration test-e2e test-deno lint typecheck format bench clean lock lock-check
+.PHONY: install dev test test-unit test-integration test-e2e test-deno lint typecheck format bench clean lock lock-check types
 
 # Exact versions with hashes from requirements/*.lock (see devstack/lock.py): nothing is resolved here.
 $(VENV)/.installed: pyproject.toml requirements/bootstrap.lock requirements/dev.lock
@@ -23,7 +23,12 @@ lock: $(VENV)/.installed
 lock-check: $(VENV)/.installed
 	$(PY) -m devstack.lock --check
 
-.devstack/.installed: devstack/install.sh requirements/bootstrap.lock devstack/letta-server-0.16.8.lock $(wildcard supabase/functions/*/deno.lock) tests/e2e/ai_sdk/deno.lock
+# The web client's generated TypeScript types (examples/web/src/types), after a change to the API or a migration;
+# `make test` fails while they are stale.
+types: install
+	$(PY) -m devstack.web types
+
+.devstack/.installed: devstack/install.sh requirements/bootstrap.lock devstack/letta-server-0.16.8.lock $(wildcard supabase/functions/*/deno.lock) tests/e2e/ai_sdk/deno.lock examples/web/package-lock.json
 	bash devstack/install.sh
 	touch $@
 

@@ -7,7 +7,11 @@ GoTrue cannot run here. It creates a user in one transaction: INSERT with ``role
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
+import os
 import uuid
 from typing import Any
 
@@ -20,21 +24,45 @@ insert into auth.users (
     raw_app_meta_data, raw_user_meta_data, is_super_admin, created_at, updated_at, is_anonymous
 ) values (
     '00000000-0000-0000-0000-000000000000', $1, 'authenticated', '', $2,
-    '$2a$10$abcdefghijklmnopqrstuuUl5W6yQ5m3J9rG0vS0k2c7fM5rFqYqS', now(),
-    '', '', '', '', $3::jsonb, $4::jsonb, false, now(), now(), false
+    $5, now(), '', '', '', '', $3::jsonb, $4::jsonb, false, now(), now(), false
 )
 """
+# A user signed up without a password (the tests, `create_user`) cannot sign in with one.
+_NO_PASSWORD = "$2a$10$abcdefghijklmnopqrstuuUl5W6yQ5m3J9rG0vS0k2c7fM5rFqYqS"
+_SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+
+
+def hash_password(password: str) -> str:
+    """GoTrue stores bcrypt; no bcrypt is installed here, so the local stack stores scrypt (stdlib) instead."""
+    salt = os.urandom(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, **_SCRYPT)
+    return f"$scrypt${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+
+
+def password_matches(password: str, stored: str | None) -> bool:
+    parts = (stored or "").split("$")
+    if len(parts) != 4 or parts[1] != "scrypt":
+        return False
+    digest = hashlib.scrypt(password.encode(), salt=base64.b64decode(parts[2]), **_SCRYPT)
+    return hmac.compare_digest(digest, base64.b64decode(parts[3]))
 
 
 async def sign_up(
-    database_url: str, email: str, metadata: dict[str, Any] | None = None, user_id: uuid.UUID | None = None
+    database_url: str,
+    email: str,
+    metadata: dict[str, Any] | None = None,
+    user_id: uuid.UUID | None = None,
+    password: str | None = None,
 ) -> uuid.UUID:
     user_id = user_id or uuid.uuid4()
+    encrypted_password = hash_password(password) if password is not None else _NO_PASSWORD
     app_metadata = {"provider": "email", "providers": ["email"]}
     conn = await asyncpg.connect(database_url)
     try:
         async with conn.transaction():
-            await conn.execute(_INSERT, user_id, email, json.dumps(app_metadata), json.dumps(metadata or {}))
+            await conn.execute(
+                _INSERT, user_id, email, json.dumps(app_metadata), json.dumps(metadata or {}), encrypted_password
+            )
             await conn.execute("update auth.users set role = 'authenticated' where id = $1", user_id)
     finally:
         await conn.close()

@@ -8,7 +8,8 @@ set -euo pipefail
 PGSERVER_VERSION=0.1.4
 LETTA_VERSION=0.16.8
 DENO_VERSION=2.9.6
-APT_PACKAGES=(postgresql-15 postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl postgresql-client-15)
+# chromium: the browser the web client's test drives (Playwright with executable_path, never `playwright install`).
+APT_PACKAGES=(postgresql-15 postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl postgresql-client-15 chromium)
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -122,5 +123,17 @@ for config in supabase/functions/*/deno.json tests/e2e/ai_sdk/deno.json; do
     DENO_DIR="$DS/deno-cache" DENO_NO_UPDATE_CHECK=1 "$DENO" install -q --frozen --config "$config" \
         --entrypoint "$dir"/*.ts
 done
+
+# --- The reference web client (examples/web): its pinned npm packages, exactly as package-lock.json has them (Vite,
+# React, the AI SDK, supabase-js, and the type generators: openapi-typescript, the Supabase CLI) -----------------
+web_lock_sum="$(sha256sum examples/web/package-lock.json | cut -c1-16)"
+if ! done_marker "web-npm-$web_lock_sum" || [[ ! -d examples/web/node_modules ]]; then
+    step "npm ci in examples/web"
+    (cd examples/web && npm ci -s --no-audit --no-fund)
+    rm -f "$MARKERS"/web-npm-*
+    mark "web-npm-$web_lock_sum"
+else
+    step "examples/web npm packages present"
+fi
 
 step "devstack ready in $DS"

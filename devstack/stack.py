@@ -29,6 +29,7 @@ from typing import IO, Any
 
 import httpx
 
+from devstack import web
 from devstack.keys import SigningKey
 from devstack.letta_server import LettaServer
 from devstack.letta_server import migrate as migrate_letta
@@ -55,12 +56,21 @@ class StackConfig:
     service_port: int = 8000
     auth_port: int = 54321
     functions_port: int = 54320
+    # The reference web client (examples/web), built for this stack and served here; None: not started.
+    web_port: int | None = None
     master_key: str = "sk-litellm-master-local-dev"
     # Local-only secrets: fixed so a second `make dev` keeps working with stored data.
     webhook_secret: str = "local-dev-webhook-secret-0123456789abcdef"
     standard_webhook_secret: str = "whsec_bG9jYWwtZGV2LXN0YW5kYXJkLXdlYmhvb2stc2VjcmV0"
     admin_api_key: str = "local-dev-admin-api-key-0123456789abcdef"  # Authorization: Bearer <this> on admin routes
     letta_encryption_key: str = "local-dev-letta-encryption-key-0123456789"
+    # Letta runs in secure mode with this password; the service sends it (LETTA_API_TOKEN), as do tests and bench.
+    letta_password: str = "local-dev-letta-server-password-0123456789"
+    # Letta's own LiteLLM key for embeddings (archival memory): limited to the embedding model, with a budget of
+    # its own, never the master key (see create_letta_embedding_key).
+    letta_embedding_key: str = "sk-local-dev-letta-embeddings-0123456789"
+    letta_embedding_budget: float = 5.0
+    embedding_model: str = "text-embedding-3-small"
     service_env: dict[str, str] = field(default_factory=dict)
     letta_env: dict[str, str] = field(default_factory=dict)
     fresh: bool = False
@@ -93,6 +103,10 @@ class StackConfig:
     @property
     def letta_url(self) -> str:
         return f"http://127.0.0.1:{self.letta_port}"
+
+    @property
+    def web_origins(self) -> list[str]:
+        return [f"http://{host}:{self.web_port}" for host in ("127.0.0.1", "localhost")] if self.web_port else []
 
     @property
     def function_url(self) -> str:
@@ -195,11 +209,13 @@ class Stack:
             "SUPABASE_SERVICE_KEY": c.service_key,
             "ADMIN_API_KEY": c.admin_api_key,
             "LETTA_BASE_URL": c.letta_url,
+            "LETTA_API_TOKEN": c.letta_password,
+            "EMBEDDING_MODEL": c.embedding_model,
             "LITELLM_BASE_URL": c.litellm_url,
             "LITELLM_MASTER_KEY": c.master_key,
             "WEBHOOK_SECRET": c.webhook_secret,
             "STANDARD_WEBHOOK_SECRET": c.standard_webhook_secret,
-            "CORS_ALLOW_ORIGINS": "http://localhost:3000,http://127.0.0.1:3000",
+            "CORS_ALLOW_ORIGINS": ",".join(["http://localhost:3000", "http://127.0.0.1:3000", *c.web_origins]),
             "RECONCILE_INTERVAL_SECONDS": "5",
             # The LiteLLM double writes its spend records every second (PROXY_BATCH_WRITE_AT=1, its default):
             # costs settle within seconds here, where a real LiteLLM needs COST_SETTLE_SECONDS' default.
@@ -213,8 +229,10 @@ class Stack:
         return self.signing_key.access_token(user_id, issuer=self.config.issuer, **kwargs)
 
     # -- lifecycle ------------------------------------------------------------------------------------------
-    def _process(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> ManagedProcess:
-        process = ManagedProcess(name, argv, env or {}, self.state_dir / "logs" / f"{name}.log")
+    def _process(
+        self, name: str, argv: list[str], env: dict[str, str] | None = None, cwd: Path = ROOT
+    ) -> ManagedProcess:
+        process = ManagedProcess(name, argv, env or {}, self.state_dir / "logs" / f"{name}.log", cwd)
         process.start()
         self.processes[name] = process
         return process
@@ -260,6 +278,28 @@ class Stack:
         )
         wait_http(f"{c.litellm_url}/health/liveliness", 30, process)
 
+    def create_letta_embedding_key(self) -> None:
+        """Letta's embedding key, made as a deployer makes it on a real LiteLLM (README): ``/key/generate`` with
+        the master key, limited to the embedding model, with its own monthly budget. Kept when it exists (a
+        restarted dev stack): LiteLLM refuses a second key with the same alias."""
+        c = self.config
+        admin = {"Authorization": f"Bearer {c.master_key}"}
+        found = httpx.get(f"{c.litellm_url}/key/info", params={"key": c.letta_embedding_key}, headers=admin)
+        if found.status_code == 200:
+            return
+        if found.status_code != 404:
+            found.raise_for_status()
+        body = {
+            "key": c.letta_embedding_key,
+            "key_alias": "letta-embeddings",
+            "models": [self.service_environment()["EMBEDDING_MODEL"]],
+            "max_budget": c.letta_embedding_budget,
+            "budget_duration": "30d",
+            "key_type": "llm_api",
+            "metadata": {"purpose": "Letta server: archival memory embeddings"},
+        }
+        httpx.post(f"{c.litellm_url}/key/generate", json=body, headers=admin).raise_for_status()
+
     def start_letta(self) -> None:
         c = self.config
         migrate_letta(self.letta_database_url)
@@ -269,8 +309,9 @@ class Stack:
             log_path=self.state_dir / "logs" / "letta.log",
             encryption_key=c.letta_encryption_key,
             # Letta's embedding calls use this global key, not the per-user provider key: archival
-            # memory embeddings are billed to the platform (see README).
-            openai_api_key=c.master_key,
+            # memory embeddings are billed to the platform (see README), on a key that can do nothing else.
+            openai_api_key=c.letta_embedding_key,
+            password=c.letta_password,
             env_extra={
                 "OPENAI_BASE_URL": f"{c.litellm_url}/v1",
                 # Letta 0.16.8 defaults to no database pool (one connection per session): ~100 concurrent
@@ -292,8 +333,6 @@ class Stack:
 
     def start_gotrue(self) -> None:
         c = self.config
-        jwks_file = self.state_dir / "jwks.json"
-        jwks_file.write_text(json.dumps(self.signing_key.jwks()))
         process = self._process(
             "gotrue-double",
             [
@@ -306,8 +345,10 @@ class Stack:
                 self.database_url,
                 "--service-key",
                 c.service_key,
-                "--jwks-file",
-                str(jwks_file),
+                "--signing-key",
+                str(self.state_dir / "auth-signing-key.pem"),
+                "--issuer",
+                c.issuer,
             ],
         )
         wait_http(f"{c.supabase_url}/auth/v1/health", 30, process)
@@ -342,6 +383,25 @@ class Stack:
         )
         wait_http(f"http://127.0.0.1:{c.functions_port}/functions/v1/health", 30, process, ok=(200, 404, 405))
 
+    def start_web(self) -> None:
+        """The web client built for this stack's URLs (reading through the service: no PostgREST here), served by
+        ``vite preview``. Its sign-in goes to the GoTrue double."""
+        c = self.config
+        if c.web_port is None:
+            return
+        out_dir = self.state_dir / "web"
+        web.build(
+            out_dir,
+            {
+                "VITE_API_URL": c.service_url,
+                "VITE_SUPABASE_URL": c.supabase_url,
+                "VITE_SUPABASE_PUBLISHABLE_KEY": "sb_publishable_local-stack",  # the double does not check it
+                "VITE_READ_FROM": "api",
+            },
+        )
+        process = self._process("web", web.preview_argv(out_dir, c.web_port), cwd=web.WEB)
+        wait_http(f"http://127.0.0.1:{c.web_port}/", 30, process)
+
     def start_service(self) -> None:
         process = self._process("service", [str(PYTHON), "-m", "service"], self.service_environment())
         wait_http(f"{self.config.service_url}/health/live", 30, process)
@@ -372,11 +432,14 @@ class Stack:
         )
         try:
             self.start_database()
-            self.start_letta()  # slowest to boot: start it first, wait for it last
+            # Letta lists the models its key may call when it starts: its key must exist by then.
             self.start_litellm()
+            self.create_letta_embedding_key()
+            self.start_letta()  # slowest to boot: wait for it last
             self.start_gotrue()
             self.start_relay()
             self.start_edge_function()
+            self.start_web()  # built while Letta boots
             self.wait_letta()
             self.start_service()
         except BaseException:
@@ -415,11 +478,12 @@ def _print_banner(stack: Stack) -> None:
         f"""
 ai-chat-backend is running (Ctrl-C stops everything)
 
+  web client     http://127.0.0.1:{c.web_port}        (examples/web: create an account there and chat)
   service        {c.service_url}        (OpenAPI: {c.service_url}/schema)
   Postgres       {stack.database_url}
-  Letta          {c.letta_url}
+  Letta          {c.letta_url}   (password {c.letta_password})
   LiteLLM double {c.litellm_url}   (master key {c.master_key})
-  GoTrue double  {c.supabase_url}/auth/v1   (JWKS, admin user deletion)
+  GoTrue double  {c.supabase_url}/auth/v1   (JWKS, sign-in with a password, admin user deletion)
   Edge Function  {c.function_url}
   logs           {stack.state_dir / "logs"}
 
@@ -441,7 +505,7 @@ def main() -> None:
     parser.add_argument("command", choices=["up"])
     parser.add_argument("--fresh", action="store_true", help="delete the dev stack's data first")
     args = parser.parse_args()
-    stack = Stack(StackConfig(fresh=args.fresh))
+    stack = Stack(StackConfig(fresh=args.fresh, web_port=5173))
     started = time.monotonic()
     stack.up()
     _print_banner(stack)
