@@ -196,6 +196,8 @@ async def test_delete_removes_the_history_and_the_letta_conversation_but_not_the
     user = await client.sign_up("Xia")
     doomed = await new_thread(client, user)
     await say(client, user, "remember that my bike is green", doomed["id"])
+    found = await client.http.get(url(client, "/api/v1/chat/search"), headers=user.headers, params={"q": "bike"})
+    assert {hit["thread_id"] for hit in found.json()["results"]} == {doomed["id"]}
     conversation = await client.db.fetchval(
         "select letta_conversation_id from public.threads where id = $1", doomed["id"]
     )
@@ -203,6 +205,8 @@ async def test_delete_removes_the_history_and_the_letta_conversation_but_not_the
     assert gone.status_code == 204
     assert await client.db.fetchval("select count(*) from public.messages where thread_id = $1", doomed["id"]) == 0
     assert (await history(client, user, doomed["id"])).status_code == 404
+    found = await client.http.get(url(client, "/api/v1/chat/search"), headers=user.headers, params={"q": "bike"})
+    assert found.status_code == 200 and found.json()["results"] == []
     with pytest.raises(httpx.HTTPStatusError) as missing:
         await client.letta("GET", f"/v1/conversations/{conversation}")
     assert missing.value.response.status_code == 404
