@@ -7,13 +7,19 @@
     ``assistant_message``) and total turn time (service: the ``done`` event, i.e. after the turn is stored;
     Letta: the end of the stream). The service's added latency is the difference: end to end, and "around
     Letta", i.e. less Letta's own part of each turn as a TCP tap in front of Letta saw it (bench/tap.py),
-    which takes Letta's turn-to-turn spread out of the comparison.
+    which takes Letta's turn-to-turn spread out of the comparison. A third user's turns run in a thread (a Letta
+    conversation, recompiled before each turn): what a thread costs over the default thread.
 (b) Service CPU per turn: the service process's utime+stime (/proc/<pid>/stat) around each service turn.
 (c) Concurrent open streams: ``--streams`` users are signed up and provisioned (bounded concurrency),
     then one ``[[slow]]`` turn per user is opened at the same moment. The service's VmRSS is sampled
-    before and while they are open (RSS per open stream), and every turn is checked: one user row; when text
-    was streamed, exactly one assistant row equal to the concatenated deltas; whether Letta's own history
-    holds the turn; and whether the cost the service recorded equals what LiteLLM charged.
+    before and while they are open: RSS per open stream = (VmRSS at the peak number of open streams - VmRSS
+    before) / that peak. RSS is a high-water mark: it counts everything the streams held at once, which includes
+    the requests still waiting for Letta (it accepts them one at a time: most of the figure is reached before
+    the first stream opens, printed apart) and what a user's first request leaves cached (the verified token,
+    the budget): every stream here is a new user's first. It varies by a few KiB from run to run. Every turn is
+    checked: one user row; when text was streamed, exactly one assistant row equal to the concatenated deltas;
+    whether Letta's own history holds the turn; and whether the cost the service recorded equals what LiteLLM
+    charged.
 
 (d) Resume: ``--resumes`` ``[[slow]]`` turns, each read up to a random delta, hung up, and resumed with
     ``Last-Event-ID`` (``GET /api/v1/chat/turns/{id}/stream``), alternately on the replica running the turn and
@@ -116,8 +122,10 @@ def _ok(timing: TurnTiming, expected: str, path: str) -> TurnTiming:
     return timing
 
 
-async def service_turn(http: httpx.AsyncClient, stack: Stack, user: BenchUser, content: str) -> TurnTiming:
-    """One turn through the service's SSE endpoint."""
+async def service_turn(
+    http: httpx.AsyncClient, stack: Stack, user: BenchUser, content: str, thread_id: str | None = None
+) -> TurnTiming:
+    """One turn through the service's SSE endpoint (in ``thread_id``, else the default thread)."""
     timing = TurnTiming()
     parts: list[str] = []
     status = None
@@ -126,7 +134,7 @@ async def service_turn(http: httpx.AsyncClient, stack: Stack, user: BenchUser, c
         "POST",
         f"{stack.config.service_url}/api/v1/chat/message",
         headers={**user.headers, "Accept": "text/event-stream"},
-        json={"content": content},
+        json={"content": content, **({"thread_id": thread_id} if thread_id else {})},
         timeout=STREAM_TIMEOUT,
     ) as response:
         if response.status_code != 200:
@@ -187,11 +195,12 @@ async def letta_turn(http: httpx.AsyncClient, letta: LettaClient, agent_id: str,
 # -- (a) + (b) ----------------------------------------------------------------------------------------------
 async def added_latency(stack: Stack, tap: LettaTap, pool: asyncpg.Pool[Any], turns: int) -> None:
     pid = service_pid(stack)
-    via_service, direct = await provision_users(stack, pool, 2, concurrency=2, name="Latency")
+    via_service, direct, in_thread = await provision_users(stack, pool, 3, concurrency=2, name="Latency")
     agent_id = await pool.fetchval("select letta_agent_id from public.user_profiles where id = $1", direct.id)
     expected = " ".join(f"word{i}" for i in range(1, LONG_WORDS + 1))
     service: list[TurnTiming] = []
     letta: list[TurnTiming] = []
+    threaded: list[TurnTiming] = []  # the same turns in a thread: a Letta conversation, recompiled before each
 
     async def measured(turn: Awaitable[TurnTiming], path: str) -> TurnTiming:
         timing = _ok(await turn, expected, path)
@@ -199,10 +208,14 @@ async def added_latency(stack: Stack, tap: LettaTap, pool: asyncpg.Pool[Any], tu
         return timing
 
     async with http_client(limits=httpx.Limits(), timeout=STREAM_TIMEOUT) as http:
-        letta_direct = LettaClient(http, tap.url, None)
+        letta_direct = LettaClient(http, tap.url, stack.config.letta_password)
+        created = await http.post(f"{stack.config.service_url}/api/v1/threads", headers=in_thread.headers, json={})
+        thread_id = created.json()["id"]
         for index in range(2):  # warm-up, not measured: first turns of an agent and new connections
             _ok(await service_turn(http, stack, via_service, f"[[long {LONG_WORDS}]] warm-up {index}"), expected, "s")
             _ok(await letta_turn(http, letta_direct, agent_id, f"[[long {LONG_WORDS}]] warm-up {index}"), expected, "d")
+            warm = f"[[long {LONG_WORDS}]] warm-up {index}"
+            _ok(await service_turn(http, stack, in_thread, warm, thread_id), expected, "t")
         print(f"\n{turns} service turns interleaved with {turns} direct Letta turns ...", flush=True)
         for index in range(turns):
             content = f"[[long {LONG_WORDS}]] turn {index}"
@@ -213,6 +226,8 @@ async def added_latency(stack: Stack, tap: LettaTap, pool: asyncpg.Pool[Any], tu
             service.append(timing)
             await asyncio.sleep(SETTLE_SECONDS)
             letta.append(await measured(letta_turn(http, letta_direct, agent_id, content), "direct Letta"))
+            await asyncio.sleep(SETTLE_SECONDS)
+            threaded.append(await measured(service_turn(http, stack, in_thread, content, thread_id), "thread"))
 
     def col(timings: list[TurnTiming], attr: str) -> list[float]:
         return [getattr(t, attr) for t in timings]
@@ -258,6 +273,16 @@ async def added_latency(stack: Stack, tap: LettaTap, pool: asyncpg.Pool[Any], tu
             ["  of which on the way to Letta", *added(col(service, "to_letta"), col(letta, "to_letta"))],
             ["total turn, end to end", *added(col(service, "total"), col(letta, "total"))],
             ["total turn, around Letta", *added(around(service, "total"), around(letta, "total"))],
+        ],
+    )
+    print_table(
+        "(a) In a thread (a Letta conversation the service recompiles before each turn, beside the turn's first "
+        "statement) versus the default thread (the agent's own history)",
+        ["", "Δ median", "Δ p95", "median of paired Δ"],
+        [
+            ["first delta, thread - default thread", *added(col(threaded, "first_delta"), col(service, "first_delta"))],
+            ["first delta, thread - Letta direct", *added(col(threaded, "first_delta"), col(letta, "first_delta"))],
+            ["total turn, thread - default thread", *added(col(threaded, "total"), col(service, "total"))],
         ],
     )
     cpu = col(service, "cpu")
@@ -563,6 +588,8 @@ async def stream_round(
     peak_samples = [s for s in counter.samples if s[1] == counter.peak]
     rss_peak_open = max((s[2] for s in peak_samples), default=rss_before)
     rss_max = max((s[2] for s in counter.samples), default=rss_before)
+    first_open = next((i for i, s in enumerate(counter.samples) if s[1] > 0), len(counter.samples))
+    rss_in_flight = max((s[2] for s in counter.samples[:first_open]), default=rss_before)
     all_open_for = sum(
         later[0] - earlier[0]
         for earlier, later in zip(counter.samples, counter.samples[1:], strict=False)
@@ -585,6 +612,7 @@ async def stream_round(
         ],
     )
     per_stream = (rss_peak_open - rss_before) / counter.peak if counter.peak else math.nan
+    in_flight_part = (rss_in_flight - rss_before) / counter.peak if counter.peak else math.nan
     print_table(
         f"(c) Service memory and CPU{label}",
         ["", "value"],
@@ -592,10 +620,12 @@ async def stream_round(
             ["streams open at once (peak)", f"{counter.peak} of {streams}"],
             ["time with all streams open", f"{all_open_for:.1f} s"],
             ["VmRSS before", f"{rss_before / 1024:.1f} MiB"],
+            ["VmRSS before the first stream opened (all requests in)", f"{rss_in_flight / 1024:.1f} MiB"],
             ["VmRSS at peak open streams", f"{rss_peak_open / 1024:.1f} MiB"],
             ["VmRSS max during the run", f"{rss_max / 1024:.1f} MiB"],
             ["VmRSS 3 s after the last stream", f"{rss_after / 1024:.1f} MiB"],
             ["RSS per open stream", f"{per_stream:.0f} KiB"],
+            ["  of which reached before the first stream opened", f"{in_flight_part:.0f} KiB"],
             ["open fds before / peak", f"{fds_before} / {fds_peak}"],
             ["service CPU for the run / per turn", f"{cpu_used:.2f} s / {ms(cpu_used / len(outcomes))}"],
             ["wall time for all streams", f"{wall:.1f} s"],

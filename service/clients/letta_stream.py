@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
 import httpx
@@ -14,6 +14,7 @@ import letta_client
 import msgspec
 
 from service.clients.errors import UpstreamError
+from service.observability.upstream import first_token
 
 SERVICE = "letta"
 logger = logging.getLogger("service.letta")
@@ -81,24 +82,10 @@ class LettaEvent(msgspec.Struct):
 _decode_event = msgspec.json.Decoder(LettaEvent).decode
 
 
-_LINE_END = re.compile(r"\r\n|\r|\n")
-
-
-async def sse_lines(response: httpx.Response) -> AsyncIterator[str]:
-    """The body's lines as SSE defines them: ended by CR LF, LF or CR only. (httpx's ``aiter_lines`` also splits at
-    U+2028, U+0085 and the like, which JSON encoders leave raw inside strings: a delta holding one would be cut
-    in two and lost.)"""
-    pending = ""
-    async for text in response.aiter_text():
-        text = pending + text
-        # A CR at the end may be the first half of a CR LF: keep it for the next piece.
-        held = "\r" if text.endswith("\r") else ""
-        *lines, pending = _LINE_END.split(text.removesuffix(held))
-        pending += held
-        for line in lines:
-            yield line
-    if pending:
-        yield pending.removesuffix("\r")
+# SSE lines end at CR LF, LF or CR only. Split as bytes: those bytes never occur inside a UTF-8 sequence, and JSON
+# encoders leave U+2028, U+0085 and the like raw inside strings (a text splitter such as httpx's ``aiter_lines`` ends
+# lines there too: a delta holding one would be cut in two and lost).
+_LINE_END = re.compile(rb"\r\n|\r|\n")
 
 
 class LettaStream:
@@ -106,43 +93,74 @@ class LettaStream:
 
     An ``event: error`` (Letta's in-stream failure) raises ``UpstreamError`` with the stream's status, and
     transport failures raise transient ones.
+
+    The body's bytes are split into lines here, in the one generator that parses them, straight from the
+    transport's byte stream: httpx's text iteration (``aiter_text`` over ``aiter_bytes`` over ``aiter_raw``) adds
+    three async generators, each with its own decoder or buffer, held for as long as the stream is open (~4 KiB
+    for every open chat stream).
     """
 
     def __init__(self, response: httpx.Response) -> None:
         self._response = response
-        self._lines = sse_lines(response)
+        stream = response.stream
+        # Letta does not compress its streams; a body that is compressed anyway (a proxy) is decoded by httpx.
+        identity = response.headers.get("content-encoding", "identity") == "identity"
+        self._chunks: AsyncIterable[bytes] = (
+            stream if identity and isinstance(stream, httpx.AsyncByteStream) else response.aiter_bytes()
+        )
+        self._kind = b""  # the current event's ``event:`` field
         self._finished = False  # [DONE] was read
         self._closed = False
+        self.first_token_at: float | None = None  # time.perf_counter() when the reply's first token came
 
     async def __aiter__(self) -> AsyncIterator[LettaEvent]:
-        kind = ""
+        pending = b""
         try:
-            async for line in self._lines:
-                if line.startswith("event:"):
-                    kind = line[6:].strip()
-                elif line.startswith("data:"):
-                    data = line[5:].strip()
-                    if data == "[DONE]":
-                        self._finished = True
+            async for chunk in self._chunks:
+                text = pending + chunk
+                # A CR at the end may be the first half of a CR LF: keep it for the next chunk.
+                held = b"\r" if text.endswith(b"\r") else b""
+                *lines, pending = _LINE_END.split(text.removesuffix(held))
+                pending += held
+                for line in lines:
+                    event = self._read(line)
+                    if self._finished:
                         return
-                    if kind == "error":
-                        raise UpstreamError(
-                            SERVICE,
-                            f"HTTP {self._response.status_code}: {data[:2000]}",
-                            status=self._response.status_code,
-                            transient=False,
-                        )
-                    try:
-                        event = _decode_event(data)
-                    except msgspec.DecodeError as exc:
-                        # A shape we do not know must not end the turn: skip it, and say so.
-                        logger.warning("skipped an unreadable Letta event", extra={"error": str(exc)})
-                        continue
-                    yield event
-                elif not line:
-                    kind = ""
+                    if event is not None:
+                        yield event
+            if pending and (event := self._read(pending.removesuffix(b"\r"))) is not None:
+                yield event
         except httpx.HTTPError as exc:
             raise translate(exc) from exc
+
+    def _read(self, line: bytes) -> LettaEvent | None:
+        """One line of the stream: the event it completes, if any."""
+        if line.startswith(b"event:"):
+            self._kind = line[6:].strip()
+        elif line.startswith(b"data:"):
+            data = line[5:].strip()
+            if data == b"[DONE]":
+                self._finished = True
+                return None
+            if self._kind == b"error":
+                raise UpstreamError(
+                    SERVICE,
+                    f"HTTP {self._response.status_code}: {data[:2000].decode(errors='replace')}",
+                    status=self._response.status_code,
+                    transient=False,
+                )
+            try:
+                event = _decode_event(data)
+            except msgspec.DecodeError as exc:
+                # A shape we do not know must not end the turn: skip it, and say so.
+                logger.warning("skipped an unreadable Letta event", extra={"error": str(exc)})
+                return None
+            if self.first_token_at is None and event.message_type == "assistant_message" and event.content:
+                self.first_token_at = first_token(self._response)  # metrics and traces
+            return event
+        elif not line:
+            self._kind = b""
+        return None
 
     async def close(self) -> None:
         """Release the response. After [DONE], Letta still finishes its run before it ends the body (~100 ms):
@@ -161,7 +179,7 @@ class LettaStream:
     async def _drain(self) -> None:
         with contextlib.suppress(Exception):
             async with asyncio.timeout(DRAIN_SECONDS):
-                async for _ in self._lines:
+                async for _ in self._chunks:
                     pass
         with contextlib.suppress(Exception):
             await self._response.aclose()
