@@ -282,6 +282,14 @@ async def added_latency(stack: Stack, tap: LettaTap, pool: asyncpg.Pool[Any], tu
         [
             ["first delta, thread - default thread", *added(col(threaded, "first_delta"), col(service, "first_delta"))],
             ["first delta, thread - Letta direct", *added(col(threaded, "first_delta"), col(letta, "first_delta"))],
+            [
+                "  Letta's own part (turn request -> first token), thread - default",
+                *added([t.letta_part("first_delta") for t in threaded], [t.letta_part("first_delta") for t in service]),
+            ],
+            [
+                "  around Letta (the service, the recompile), thread - default",
+                *added(around(threaded, "first_delta"), around(service, "first_delta")),
+            ],
             ["total turn, thread - default thread", *added(col(threaded, "total"), col(service, "total"))],
         ],
     )

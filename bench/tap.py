@@ -3,7 +3,8 @@
 Letta's own time to first token varies by tens of milliseconds from turn to turn on this machine, more
 than the few milliseconds the service adds, so comparing end-to-end times of two paths needs many turns
 and still wobbles. Both paths (the service, and the benchmark calling Letta directly) reach Letta through
-this tap, which notes for every streamed turn (``POST /v1/agents/{id}/messages``) when the whole request
+this tap, which notes for every streamed turn (``POST /v1/agents/{id}/messages`` or
+``/v1/conversations/{id}/messages``) when the whole request
 had passed through, when the first ``assistant_message`` came back and when the stream ended. A client's time minus
 Letta's part (first assistant event - request) is what that path adds around Letta; the tap's own hop is in
 both paths alike.
@@ -24,8 +25,9 @@ import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
-# letta-client posts a streamed turn to /messages with "streaming": true (Letta also serves /messages/stream).
-STREAM_REQUEST = re.compile(rb"POST /v1/agents/[^/ ]+/messages(?:/stream)? HTTP/1")
+# letta-client posts a streamed turn to /messages with "streaming": true (Letta also serves /messages/stream), to
+# the agent's own history or to one of its conversations (a thread).
+STREAM_REQUEST = re.compile(rb"POST /v1/(?:agents|conversations)/[^/ ]+/messages(?:/stream)? HTTP/1")
 CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:\s*(\d+)", re.IGNORECASE)
 FIRST_ASSISTANT = b'"message_type":"assistant_message"'
 END_OF_STREAM = b"data: [DONE]"
