@@ -151,6 +151,8 @@ def lifespan(settings: Settings) -> Callable[[Litestar], Any]:
                 stop.set()
                 await asyncio.gather(*loops)
                 await services.chat.drain()
+                if services.chat.titler is not None:  # titles of the turns just finished: calls on the proxy
+                    await services.chat.titler.drain()
                 await services.llm.drain()
                 await services.feedback.drain()
                 await services.provisioner.drain()

@@ -9,12 +9,12 @@ field for the comment, which stays here.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 
 import asyncpg
 
+from service.background import Detached
 from service.chat import store
 from service.chat.schemas import FeedbackIn, MessageFeedback
 from service.clients.letta import LettaClient
@@ -43,7 +43,7 @@ class FeedbackService:
     def __init__(self, db: Database, letta: LettaClient) -> None:
         self.db = db
         self.letta = letta
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._detached = Detached()
 
     async def put(self, user_id: uuid.UUID, message_id: uuid.UUID, data: FeedbackIn) -> MessageFeedback:
         """Rate a reply (again: the new rating and comment replace the old)."""
@@ -83,9 +83,7 @@ class FeedbackService:
         return False
 
     def _send_later(self, message_id: uuid.UUID, step_id: str | None) -> None:
-        task = asyncio.get_running_loop().create_task(self._send_logged(message_id, step_id))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._detached.spawn(self._send_logged(message_id, step_id))
 
     async def _send_logged(self, message_id: uuid.UUID, step_id: str | None) -> None:
         try:
@@ -94,5 +92,4 @@ class FeedbackService:
             logger.warning("feedback not sent to Letta", extra={"message_id": str(message_id), "error": repr(exc)})
 
     async def drain(self, grace_seconds: float = 10.0) -> None:
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=grace_seconds)
+        await self._detached.drain(grace_seconds)

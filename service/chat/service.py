@@ -76,7 +76,6 @@ class Turn:
         self.cancel_requested = asyncio.Event()
         self.started = time.perf_counter()
         self.stream: LettaStream | None = None
-        self.run_recorder: asyncio.Task[None] | None = None
 
     def emit(self, event: Event) -> None:
         """Number the event (its ``id`` on the wire), hand it to the client, and journal it."""

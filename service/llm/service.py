@@ -17,12 +17,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncGenerator, Coroutine, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 import httpx
 import msgspec
 
+from service.background import Detached
 from service.billing.budgets import Billing, ensure_within_budget
 from service.clients.retry import backoff_delay
 from service.db import DATABASE_UNAVAILABLE, Database
@@ -60,7 +61,7 @@ class LLMProxy:
         self.settings = settings
         self._completions_url = f"{settings.litellm_base_url}/v1/chat/completions"
         self._models_url = f"{settings.litellm_base_url}/v1/models"
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._detached = Detached()
 
     def parse(self, data: Mapping[str, Any]) -> ProxyCall:
         return parse_request(data, self.settings)
@@ -69,7 +70,7 @@ class LLMProxy:
     async def complete(self, user_id: uuid.UUID, call: ProxyCall) -> bytes:
         """A whole completion: LiteLLM's JSON answer, recorded before it is returned."""
         record, key = await self._begin(user_id, call)
-        task = self._spawn(self._complete(record, call, key))
+        task = self._detached.spawn(self._complete(record, call, key))
         return await asyncio.shield(task)  # a client that leaves does not stop the call or its record
 
     async def stream(self, user_id: uuid.UUID, call: ProxyCall) -> AsyncGenerator[bytes, None]:
@@ -78,7 +79,7 @@ class LLMProxy:
         record, key = await self._begin(user_id, call)
         response = await self._open_stream(record, call, key)
         relay = Relay(record)
-        self._spawn(self._pump(record, call, response, relay))
+        self._detached.spawn(self._pump(record, call, response, relay))
         return relay.events()
 
     async def models(self, user_id: uuid.UUID) -> ModelList:
@@ -117,8 +118,7 @@ class LLMProxy:
 
     async def drain(self, grace_seconds: float = 30.0) -> None:
         """At shutdown, let running calls finish and be recorded."""
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=grace_seconds)
+        await self._detached.drain(grace_seconds)
 
     # -- one call -------------------------------------------------------------------------------------------
     async def _begin(self, user_id: uuid.UUID, call: ProxyCall) -> tuple[CallRecord, str]:
@@ -277,21 +277,6 @@ class LLMProxy:
                 await asyncio.sleep(backoff_delay(attempt, 0.5, 2.0, floor=0.5))
         if record.cost:
             self.billing.add_spend(str(record.user_id), float(record.cost))
-
-    def _spawn(self, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(_forget(self._tasks))
-        return task
-
-
-def _forget(tasks: set[asyncio.Task[Any]]) -> Any:
-    def done(task: asyncio.Task[Any]) -> None:
-        tasks.discard(task)
-        if not task.cancelled():
-            task.exception()  # retrieved: a call whose client left raised to nobody
-
-    return done
 
 
 def _auth(key: str) -> dict[str, str]:

@@ -4,7 +4,6 @@ a moment after the reply is stored."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import uuid
@@ -12,6 +11,7 @@ from typing import Any
 
 import msgspec
 
+from service.background import Detached
 from service.db import Database
 from service.errors import DomainError
 from service.llm.service import LLMProxy
@@ -44,12 +44,10 @@ class ThreadTitler:
         self.db = db
         self.proxy = proxy
         self.settings = settings
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._detached = Detached()
 
     def title_later(self, user_id: uuid.UUID, thread_id: uuid.UUID, first_message: str) -> None:
-        task = asyncio.get_running_loop().create_task(self.title(user_id, thread_id, first_message))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._detached.spawn(self.title(user_id, thread_id, first_message))
 
     async def title(self, user_id: uuid.UUID, thread_id: uuid.UUID, first_message: str) -> None:
         generated = await self._generated(user_id, first_message) if self.settings.thread_titles == "llm" else None
@@ -83,5 +81,4 @@ class ThreadTitler:
         return clean_title(text) if isinstance(text, str) else None
 
     async def drain(self, grace_seconds: float = 10.0) -> None:
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=grace_seconds)
+        await self._detached.drain(grace_seconds)
