@@ -1,10 +1,11 @@
 """Rate limits that hold across every service replica: per user, and per anonymous subject (an IP, an email).
 
 The state lives in Postgres (``private.rate_limit_hit``, migration ``20261121000300_rate_limits``):
-one GCRA timestamp per (user, bucket), decided in a single ``insert ... on conflict do update``, so
-any number of replicas and connections share one exact budget. A bucket configured as ``(L, W)``
-admits a burst of at most L hits and, after that, at most L per W seconds on average; a refused
-hit learns exactly when the next one will be admitted (``Retry-After``).
+one GCRA timestamp per (user, bucket), judged by ``private.gcra_step`` (migration
+``20261130001000_gcra_helper``) while the hit holds that row's lock, so any number of replicas and
+connections share one exact budget. A bucket configured as ``(L, W)`` admits a burst of at most L
+hits and, after that, at most L per W seconds on average; a refused hit learns exactly when the
+next one will be admitted (``Retry-After``).
 
 Callers who are not signed in (the auth pass-through) are counted the same way by ``hit_key``
 (``private.rate_limit_hit_key``, migration ``20261130000100_client_rate_limits``), under a
