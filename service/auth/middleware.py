@@ -37,13 +37,20 @@ PUBLIC_PATHS = [
 ]
 
 
+def parse_bearer(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header; None for no header, another scheme or no token."""
+    scheme, _, token = (authorization or "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
 def bearer_token(authorization: str | None) -> str:
+    """``parse_bearer`` for a route that needs a token: a 401 without one."""
     if not authorization:
         raise NotAuthorizedException(detail="missing Authorization header (Bearer <Supabase access token>)")
-    scheme, _, token = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = parse_bearer(authorization)
+    if token is None:
         raise NotAuthorizedException(detail="Authorization header must be 'Bearer <token>'")
-    return token.strip()
+    return token
 
 
 def same_secret(supplied: str, secret: str) -> bool:

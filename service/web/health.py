@@ -16,7 +16,7 @@ import asyncpg
 from litestar import Controller, Request, Response, get
 from litestar.di import NamedDependency
 
-from service.auth.middleware import same_secret
+from service.auth.middleware import parse_bearer, same_secret
 from service.clients.letta import LettaClient
 from service.clients.litellm import LiteLLMClient
 from service.db import Database
@@ -42,9 +42,8 @@ def _public(check: dict[str, Any]) -> dict[str, Any]:
 
 
 def _is_admin_key(authorization: str | None, settings: Settings) -> bool:
-    scheme, _, token = (authorization or "").partition(" ")
-    key = settings.admin_api_key
-    return key is not None and scheme.lower() == "bearer" and same_secret(token.strip(), key.get_secret_value())
+    token, key = parse_bearer(authorization), settings.admin_api_key
+    return token is not None and key is not None and same_secret(token, key.get_secret_value())
 
 
 class HealthController(Controller):
