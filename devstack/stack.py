@@ -221,6 +221,7 @@ class Stack:
             # costs settle within seconds here, where a real LiteLLM needs COST_SETTLE_SECONDS' default.
             "COST_SETTLE_SECONDS": "3",
             "COST_RECONCILE_INTERVAL_SECONDS": "1",
+            "FEEDBACK_RETRY_INTERVAL_SECONDS": "2",
         }
         env.update(c.service_env)
         return env

@@ -125,6 +125,8 @@ class Settings(BaseSettings):
     # read this long after it ended, when they have all been written.
     cost_settle_seconds: float = Field(30.0, ge=0.0, validation_alias="COST_SETTLE_SECONDS")
     cost_reconcile_interval_seconds: float = Field(10.0, ge=0.1, validation_alias="COST_RECONCILE_INTERVAL_SECONDS")
+    # How often each replica sends Letta the feedback whose send failed (feedback unsent for that long).
+    feedback_retry_interval_seconds: float = Field(60.0, ge=0.1, validation_alias="FEEDBACK_RETRY_INTERVAL_SECONDS")
 
     # Comma-separated, not JSON.
     cors_allow_origins: Annotated[list[str], NoDecode] = Field(

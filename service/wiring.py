@@ -95,7 +95,7 @@ def build_services(settings: Settings, http: httpx.AsyncClient, db: Database) ->
     llm = LLMProxy(db, http, billing, rate_limiter, settings)
     chat.titler = ThreadTitler(db, llm, settings)  # a thread's title is a call on the user's key, like the proxy's
     threads = ThreadService(db, letta)
-    feedback = FeedbackService(db, letta)
+    feedback = FeedbackService(db, letta, retry_interval_seconds=settings.feedback_retry_interval_seconds)
     return Services(
         settings,
         http,
@@ -144,6 +144,7 @@ def lifespan(settings: Settings) -> Callable[[Litestar], Any]:
                 asyncio.create_task(services.chat.recovery.run(stop)),
                 asyncio.create_task(services.chat.journal.run(stop)),
                 asyncio.create_task(services.costs.run(stop)),
+                asyncio.create_task(services.feedback.run(stop)),
             ]
             try:
                 yield

@@ -2,22 +2,28 @@
 
 It is stored under RLS (``public.message_feedback``) and shown with its message in the history and the export.
 When the reply's Letta step is known (found from the reply's run) the rating also goes to Letta's step feedback,
-after the request and best effort: a failure is logged and the feedback stays stored; ``letta_sent_at`` records
-that Letta has it. Letta keeps a rating only (``positive`` / ``negative``, or none once removed): a step has no
-field for the comment, which stays here.
+after the request: ``letta_sent_at`` records that Letta has it. A send that failed (Letta down, the replica stopped)
+is logged, the feedback stays stored, and every replica's retry loop sends it again later (``run``): a page of such
+feedback per pass, stopping at the first sign that Letta is down and then waiting longer after each failed pass.
+A removal that did not reach Letta is not retried (there is no row left to say so). Letta keeps a rating only
+(``positive`` / ``negative``, or none once removed): a step has no field for the comment, which stays here.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 import uuid
 
 import asyncpg
 
-from service.background import Detached
+from service.background import Detached, every
 from service.chat import store
 from service.chat.schemas import FeedbackIn, MessageFeedback
+from service.clients.errors import UpstreamError
 from service.clients.letta import LettaClient
+from service.clients.retry import backoff_delay
 from service.db import Database
 from service.errors import DomainError
 
@@ -26,6 +32,8 @@ logger = logging.getLogger("service.chat")
 LETTA_FEEDBACK = {"up": "positive", "down": "negative"}
 # Sends to Letta for one change before giving up to the sender of a newer change (each change starts its own).
 SEND_ROUNDS = 3
+RETRY_BATCH = 20  # feedback sent again per pass of the retry loop, one after another
+RETRY_BACKOFF_CAP_SECONDS = 600.0  # the longest wait between passes while Letta stays down
 
 
 def _rateable(row: asyncpg.Record | None) -> asyncpg.Record:
@@ -40,10 +48,14 @@ def _rateable(row: asyncpg.Record | None) -> asyncpg.Record:
 
 
 class FeedbackService:
-    def __init__(self, db: Database, letta: LettaClient) -> None:
+    def __init__(self, db: Database, letta: LettaClient, *, retry_interval_seconds: float = 60.0) -> None:
         self.db = db
         self.letta = letta
+        self.retry_interval = retry_interval_seconds
         self._detached = Detached()
+        self._retry_after: uuid.UUID | None = None  # the retry's place in the unsent feedback (None: the start)
+        self._failed_passes = 0  # in a row, on Letta being down
+        self._resume_at = 0.0  # time.monotonic() before which the retry does not call Letta
 
     async def put(self, user_id: uuid.UUID, message_id: uuid.UUID, data: FeedbackIn) -> MessageFeedback:
         """Rate a reply (again: the new rating and comment replace the old)."""
@@ -90,6 +102,42 @@ class FeedbackService:
             await self.send(message_id, step_id)
         except Exception as exc:  # Letta or the database down, a step Letta lost: the feedback stays stored
             logger.warning("feedback not sent to Letta", extra={"message_id": str(message_id), "error": repr(exc)})
+
+    async def retry_unsent(self) -> int:
+        """One pass of the retry loop: send up to ``RETRY_BATCH`` feedback Letta does not have (``UNSENT_FEEDBACK``),
+        in message order, a pass taking up where the last one stopped; returns how many Letta now has.
+
+        A transient failure (Letta unreachable, timing out, 5xx) ends the pass and skips the next passes for a
+        backoff that grows with each failed pass: a Letta that is down gets one call per wait, not a page per
+        interval. Any other refusal (a step Letta no longer has) skips that feedback until the next round."""
+        if time.monotonic() < self._resume_at:
+            return 0
+        rows = await self.db.fetch(store.UNSENT_FEEDBACK, self.retry_interval, self._retry_after, RETRY_BATCH)
+        sent = 0
+        for row in rows:
+            message_id = row["message_id"]
+            try:
+                sent += await self.send(message_id)
+            except UpstreamError as exc:
+                if exc.transient:
+                    self._failed_passes += 1
+                    wait = backoff_delay(self._failed_passes, self.retry_interval, RETRY_BACKOFF_CAP_SECONDS, floor=0.5)
+                    self._resume_at = time.monotonic() + wait
+                    logger.warning(
+                        "feedback retry: Letta unavailable",
+                        extra={"message_id": str(message_id), "error": str(exc), "retry_in_seconds": round(wait, 3)},
+                    )
+                    return sent
+                logger.warning("feedback not sent to Letta", extra={"message_id": str(message_id), "error": str(exc)})
+            self._retry_after = message_id
+        if len(rows) < RETRY_BATCH:
+            self._retry_after = None  # the end of the unsent feedback: the next pass starts over
+        self._failed_passes = 0
+        return sent
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """The retry loop every replica runs, a pass every ``retry_interval`` seconds."""
+        await every(self.retry_interval, stop, self.retry_unsent, logger, "feedback retry")
 
     async def drain(self, grace_seconds: float = 10.0) -> None:
         await self._detached.drain(grace_seconds)

@@ -284,6 +284,19 @@ FEEDBACK_SENT = """
         or ($2::text is null and not exists (select 1 from public.message_feedback where message_id = $1))
 """
 
+# Feedback Letta does not have (its send failed, or its replica stopped first), unchanged for $1 seconds (the
+# change's own sender has had that long), with a step to send it to or a run to find one in: the next $3 after
+# message $2 (null: from the first), by the partial index of unsent feedback (migration 20261130001100).
+UNSENT_FEEDBACK = """
+    select f.message_id
+    from public.message_feedback f join public.messages m on m.id = f.message_id
+    where f.letta_sent_at is null and f.updated_at < now() - make_interval(secs => $1)
+      and (f.letta_step_id is not null or m.letta_run_id is not null)
+      and ($2::uuid is null or f.message_id > $2)
+    order by f.message_id
+    limit $3
+"""
+
 
 # -- search: the user's messages that match a query, best first (migration 20261130000700_message_search) -------
 # The definition the frontend's supabase.rpc('search_messages') runs too, there for auth.uid(). $1 user, $2 query,
