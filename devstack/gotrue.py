@@ -30,6 +30,7 @@ insert into auth.users (
 # A user signed up without a password (the tests, `create_user`) cannot sign in with one.
 _NO_PASSWORD = "$2a$10$abcdefghijklmnopqrstuuUl5W6yQ5m3J9rG0vS0k2c7fM5rFqYqS"
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+MIN_PASSWORD_LENGTH = 6  # GoTrue's default (GOTRUE_PASSWORD_MIN_LENGTH)
 
 
 def hash_password(password: str) -> str:

@@ -5,6 +5,7 @@ Components, all real except the doubles named as such:
   bootstrap + our migrations, applied like a deployer would) and ``letta`` (Letta's own tables);
 - the pg_net stand-in's relay, which delivers the webhooks our auth trigger queues;
 - the LiteLLM test double (devstack/doubles), standing in for LiteLLM in database mode and the LLM;
+- Supabase's API on one origin: the API gateway, GoTrue and PostgREST doubles (devstack/doubles/api_gateway.py);
 - the Letta 0.16.8 server;
 - the signup-webhook Edge Function under Deno (when present);
 - the service.
@@ -58,6 +59,11 @@ class StackConfig:
     functions_port: int = 54320
     # The reference web client (examples/web), built for this stack and served here; None: not started.
     web_port: int | None = None
+    # The same client built to read threads, history and search with supabase-js (through the PostgREST double, as
+    # against a real project) and served here; None: not built.
+    web_supabase_port: int | None = None
+    # The apikey supabase-js sends (the API gateway double accepts only this one).
+    publishable_key: str = "sb_publishable_local-stack"
     master_key: str = "sk-litellm-master-local-dev"
     # Local-only secrets: fixed so a second `make dev` keeps working with stored data.
     webhook_secret: str = "local-dev-webhook-secret-0123456789abcdef"
@@ -81,7 +87,7 @@ class StackConfig:
 
     @property
     def supabase_url(self) -> str:
-        # Where Supabase's API would be; locally the GoTrue double answers its /auth/v1 part.
+        # Where Supabase's API would be; locally the API gateway double: /auth/v1 (GoTrue), /rest/v1 (PostgREST).
         return f"http://127.0.0.1:{self.auth_port}"
 
     @property
@@ -106,7 +112,8 @@ class StackConfig:
 
     @property
     def web_origins(self) -> list[str]:
-        return [f"http://{host}:{self.web_port}" for host in ("127.0.0.1", "localhost")] if self.web_port else []
+        ports = [port for port in (self.web_port, self.web_supabase_port) if port]
+        return [f"http://{host}:{port}" for port in ports for host in ("127.0.0.1", "localhost")]
 
     @property
     def function_url(self) -> str:
@@ -332,14 +339,15 @@ class Stack:
         assert self.letta is not None
         self.letta.wait_healthy(timeout=120)
 
-    def start_gotrue(self) -> None:
+    def start_supabase_api(self) -> None:
+        """The API gateway double on SUPABASE_URL, with the GoTrue and PostgREST doubles behind it."""
         c = self.config
         process = self._process(
-            "gotrue-double",
+            "supabase-api",
             [
                 str(PYTHON),
                 "-m",
-                "devstack.doubles.gotrue_double",
+                "devstack.doubles.api_gateway",
                 "--port",
                 str(c.auth_port),
                 "--db-url",
@@ -350,6 +358,8 @@ class Stack:
                 str(self.state_dir / "auth-signing-key.pem"),
                 "--issuer",
                 c.issuer,
+                "--publishable-key",
+                c.publishable_key,
             ],
         )
         wait_http(f"{c.supabase_url}/auth/v1/health", 30, process)
@@ -385,32 +395,34 @@ class Stack:
         wait_http(f"http://127.0.0.1:{c.functions_port}/functions/v1/health", 30, process, ok=(200, 404, 405))
 
     def start_web(self) -> None:
-        """The web client built for this stack's URLs (reading through the service: no PostgREST here), served by
-        ``vite preview``. Its sign-in goes to the GoTrue double."""
+        """The web client built for this stack's URLs and served by ``vite preview``: on ``web_port`` reading threads,
+        history and search through the service, on ``web_supabase_port`` with supabase-js through the PostgREST
+        double. Both sign in with the GoTrue double and write through the service."""
         c = self.config
-        if c.web_port is None:
-            return
-        out_dir = self.state_dir / "web"
-        web.build(
-            out_dir,
-            {
-                "VITE_API_URL": c.service_url,
-                "VITE_SUPABASE_URL": c.supabase_url,
-                "VITE_SUPABASE_PUBLISHABLE_KEY": "sb_publishable_local-stack",  # the double does not check it
-                "VITE_READ_FROM": "api",
-            },
-        )
-        process = self._process("web", web.preview_argv(out_dir, c.web_port), cwd=web.WEB)
-        wait_http(f"http://127.0.0.1:{c.web_port}/", 30, process)
+        for name, port, read_from in (("web", c.web_port, "api"), ("web-supabase", c.web_supabase_port, "supabase")):
+            if port is None:
+                continue
+            out_dir = self.state_dir / name
+            web.build(
+                out_dir,
+                {
+                    "VITE_API_URL": c.service_url,
+                    "VITE_SUPABASE_URL": c.supabase_url,
+                    "VITE_SUPABASE_PUBLISHABLE_KEY": c.publishable_key,
+                    "VITE_READ_FROM": read_from,
+                },
+            )
+            process = self._process(name, web.preview_argv(out_dir, port), cwd=web.WEB)
+            wait_http(f"http://127.0.0.1:{port}/", 30, process)
 
     def start_service(self) -> None:
         process = self._process("service", [str(PYTHON), "-m", "service"], self.service_environment())
         wait_http(f"{self.config.service_url}/health/live", 30, process)
 
-    def start_replica(self, name: str, port: int) -> str:
-        """Another service process on the same stack (what a second replica behind a load balancer is); its URL.
-        Stopped with the stack, or with ``stop_replica``."""
-        env = {**self.service_environment(), "PORT": str(port)}
+    def start_replica(self, name: str, port: int, **env: str) -> str:
+        """Another service process on the same stack (what a second replica behind a load balancer is), with
+        ``env`` over the service's environment; its URL. Stopped with the stack, or with ``stop_replica``."""
+        env = {**self.service_environment(), "PORT": str(port), **env}
         process = self._process(name, [str(PYTHON), "-m", "service"], env)
         url = f"http://127.0.0.1:{port}"
         wait_http(f"{url}/health/live", 30, process)
@@ -437,7 +449,7 @@ class Stack:
             self.start_litellm()
             self.create_letta_embedding_key()
             self.start_letta()  # slowest to boot: wait for it last
-            self.start_gotrue()
+            self.start_supabase_api()
             self.start_relay()
             self.start_edge_function()
             self.start_web()  # built while Letta boots
@@ -480,11 +492,13 @@ def _print_banner(stack: Stack) -> None:
 ai-chat-backend is running (Ctrl-C stops everything)
 
   web client     http://127.0.0.1:{c.web_port}        (examples/web: create an account there and chat)
+                 http://127.0.0.1:{c.web_supabase_port}        (the same, reading with supabase-js via /rest/v1)
   service        {c.service_url}        (OpenAPI: {c.service_url}/schema)
   Postgres       {stack.database_url}
   Letta          {c.letta_url}   (password {c.letta_password})
   LiteLLM double {c.litellm_url}   (master key {c.master_key})
   GoTrue double  {c.supabase_url}/auth/v1   (JWKS, sign-in with a password, admin user deletion)
+  PostgREST double {c.supabase_url}/rest/v1 (supabase-js reads under RLS; apikey {c.publishable_key})
   Edge Function  {c.function_url}
   logs           {stack.state_dir / "logs"}
 
@@ -506,7 +520,7 @@ def main() -> None:
     parser.add_argument("command", choices=["up"])
     parser.add_argument("--fresh", action="store_true", help="delete the dev stack's data first")
     args = parser.parse_args()
-    stack = Stack(StackConfig(fresh=args.fresh, web_port=5173))
+    stack = Stack(StackConfig(fresh=args.fresh, web_port=5173, web_supabase_port=5174))
     started = time.monotonic()
     stack.up()
     _print_banner(stack)

@@ -14,28 +14,25 @@ It serves only what the service calls on Supabase Auth, with GoTrue's shapes:
   scrypt here, see devstack/gotrue.py). Browsers may call it from any origin, as they may call Supabase Auth.
 Sign-ups are written where GoTrue writes them, in the database (devstack/gotrue.py).
 
-Run: ``python -m devstack.doubles.gotrue_double --port 54321 --db-url ... --service-key ... --signing-key ...``
+It runs behind the API gateway double, with the PostgREST double, on one origin: devstack/doubles/api_gateway.py.
 """
 
 from __future__ import annotations
 
-import argparse
 import hmac
 import json
 import secrets
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 import jwt
-import uvicorn
 from litestar import Litestar, Request, Response, delete, get, post
 from litestar.config.cors import CORSConfig
 from litestar.params import FromQuery, JSONBody
 
-from devstack.gotrue import password_matches, sign_up
+from devstack.gotrue import MIN_PASSWORD_LENGTH, password_matches, sign_up
 from devstack.keys import SigningKey
 
 ACCESS_TOKEN_SECONDS = 3600
@@ -121,7 +118,7 @@ def create_app(db_url: str, service_key: str, signing_key: SigningKey, issuer: s
         email, password = str(data.get("email") or "").strip().lower(), str(data.get("password") or "")
         if "@" not in email:
             return _error(400, "validation_failed", "Unable to validate email address: invalid format")
-        if len(password) < 6:
+        if len(password) < MIN_PASSWORD_LENGTH:
             return _error(422, "weak_password", "Password should be at least 6 characters.")
         if await fetch_user("lower(email) = lower($1)", email) is not None:
             return _error(422, "user_already_exists", "User already registered")
@@ -194,20 +191,3 @@ def create_app(db_url: str, service_key: str, signing_key: SigningKey, issuer: s
         cors_config=CORSConfig(allow_origins=["*"], allow_headers=["*"]),
         logging_config=None,
     )
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=54321)
-    parser.add_argument("--db-url", required=True)
-    parser.add_argument("--service-key", required=True)
-    parser.add_argument("--signing-key", type=Path, required=True, help="the local stack's ES256 key (PEM)")
-    parser.add_argument("--issuer", required=True, help="the access tokens' iss: <SUPABASE_URL>/auth/v1")
-    args = parser.parse_args()
-    app = create_app(args.db_url, args.service_key, SigningKey.load_or_create(args.signing_key), args.issuer)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
-
-
-if __name__ == "__main__":
-    main()

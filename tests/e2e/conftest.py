@@ -33,6 +33,7 @@ def stack(pg_cluster: LocalPostgres) -> Iterator[Stack]:
         auth_port=15321,
         functions_port=15320,
         web_port=15173,
+        web_supabase_port=15174,
         service_env={
             "RECONCILE_INTERVAL_SECONDS": "1",
             "PROVISIONING_MAX_ATTEMPTS": "30",
