@@ -8,11 +8,12 @@
     Letta: the end of the stream). The service's added latency is the difference: end to end, and "around
     Letta", i.e. less Letta's own part of each turn as a TCP tap in front of Letta saw it (bench/tap.py),
     which takes Letta's turn-to-turn spread out of the comparison. A third user's turns run in a thread (a Letta
-    conversation, recompiled before each turn): what a thread costs over the default thread.
+    conversation, recompiled only after a memory change: none in this bench): what a thread costs over the default
+    thread.
 (b) Service CPU per turn: the service process's utime+stime (/proc/<pid>/stat) around each service turn.
 (c) Concurrent open streams: ``--streams`` users are signed up and provisioned (bounded concurrency),
     then one ``[[slow]]`` turn per user is opened at the same moment. The service's VmRSS is sampled
-    before and while they are open: RSS per open stream = (VmRSS at the peak number of open streams - VmRSS
+    before and while they are open: RSS per open stream = (VmRSS at the most open streams a sample saw - VmRSS
     before) / that peak. RSS is a high-water mark: it counts everything the streams held at once, which includes
     the requests still waiting for Letta (it accepts them one at a time: most of the figure is reached before
     the first stream opens, printed apart) and what a user's first request leaves cached (the verified token,
@@ -200,7 +201,7 @@ async def added_latency(stack: Stack, tap: LettaTap, pool: asyncpg.Pool[Any], tu
     expected = " ".join(f"word{i}" for i in range(1, LONG_WORDS + 1))
     service: list[TurnTiming] = []
     letta: list[TurnTiming] = []
-    threaded: list[TurnTiming] = []  # the same turns in a thread: a Letta conversation, recompiled before each
+    threaded: list[TurnTiming] = []  # the same turns in a thread: a Letta conversation (memory unchanged: no recompile)
 
     async def measured(turn: Awaitable[TurnTiming], path: str) -> TurnTiming:
         timing = _ok(await turn, expected, path)
@@ -276,8 +277,8 @@ async def added_latency(stack: Stack, tap: LettaTap, pool: asyncpg.Pool[Any], tu
         ],
     )
     print_table(
-        "(a) In a thread (a Letta conversation the service recompiles before each turn, beside the turn's first "
-        "statement) versus the default thread (the agent's own history)",
+        "(a) In a thread (a Letta conversation; the memory does not change, so no recompile) versus the default "
+        "thread (the agent's own history)",
         ["", "Δ median", "Δ p95", "median of paired Δ"],
         [
             ["first delta, thread - default thread", *added(col(threaded, "first_delta"), col(service, "first_delta"))],
@@ -287,7 +288,7 @@ async def added_latency(stack: Stack, tap: LettaTap, pool: asyncpg.Pool[Any], tu
                 *added([t.letta_part("first_delta") for t in threaded], [t.letta_part("first_delta") for t in service]),
             ],
             [
-                "  around Letta (the service, the recompile), thread - default",
+                "  around Letta (the service), thread - default",
                 *added(around(threaded, "first_delta"), around(service, "first_delta")),
             ],
             ["total turn, thread - default thread", *added(col(threaded, "total"), col(service, "total"))],
@@ -593,7 +594,9 @@ async def stream_round(
     failures = await failure_details(pool, outcomes)
 
     kinds = Counter(_outcome_kind(o) for o in outcomes)
-    peak_samples = [s for s in counter.samples if s[1] == counter.peak]
+    # The most streams a sample saw open: a peak shorter than the sampling interval has no RSS figure of its own.
+    sampled_peak = max((s[1] for s in counter.samples), default=0)
+    peak_samples = [s for s in counter.samples if s[1] == sampled_peak]
     rss_peak_open = max((s[2] for s in peak_samples), default=rss_before)
     rss_max = max((s[2] for s in counter.samples), default=rss_before)
     first_open = next((i for i, s in enumerate(counter.samples) if s[1] > 0), len(counter.samples))
@@ -619,13 +622,13 @@ async def stream_round(
             *([latency_row("request -> refused (non-200)", refusals)] if refusals else []),
         ],
     )
-    per_stream = (rss_peak_open - rss_before) / counter.peak if counter.peak else math.nan
-    in_flight_part = (rss_in_flight - rss_before) / counter.peak if counter.peak else math.nan
+    per_stream = (rss_peak_open - rss_before) / sampled_peak if sampled_peak else math.nan
+    in_flight_part = (rss_in_flight - rss_before) / sampled_peak if sampled_peak else math.nan
     print_table(
         f"(c) Service memory and CPU{label}",
         ["", "value"],
         [
-            ["streams open at once (peak)", f"{counter.peak} of {streams}"],
+            ["streams open at once (peak; the most a sample saw)", f"{counter.peak} of {streams} ({sampled_peak})"],
             ["time with all streams open", f"{all_open_for:.1f} s"],
             ["VmRSS before", f"{rss_before / 1024:.1f} MiB"],
             ["VmRSS before the first stream opened (all requests in)", f"{rss_in_flight / 1024:.1f} MiB"],

@@ -86,7 +86,7 @@ class AgentController(Controller):
         for label, value in updates.items():
             if "\x00" in value:  # Postgres text cannot hold it: Letta would drop it silently
                 raise ProblemError(422, f"{label} must not contain NUL characters", label=label)
-        return await agents.update_memory(profile.agent_id, updates)
+        return await agents.update_memory(profile, updates)
 
     @get(
         "/export",

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 from typing import TypeVar
 
+from service.agents import store
 from service.agents.export import agent_export, rebuild_agent, rebuild_plan
 from service.agents.lifecycle import AgentLifecycle
 from service.agents.schemas import (
@@ -91,8 +92,10 @@ class AgentService:
             archival_results=[ArchivalHit(h["content"], h["timestamp"]) for h in hits] if hits is not None else None,
         )
 
-    async def update_memory(self, agent_id: str, updates: dict[str, str]) -> AgentMemory:
+    async def update_memory(self, profile: ReadyProfile, updates: dict[str, str]) -> AgentMemory:
         """Replace core memory blocks, each within the limit Letta has for it."""
+        agent_id = profile.agent_id
+        sent = False
         try:
             limits = {b["label"]: b["limit"] for b in await self.letta.memory_blocks(agent_id)}
             for label, value in updates.items():
@@ -105,9 +108,15 @@ class AgentService:
                         limit=limit,
                     )
             for label, value in updates.items():
+                sent = True
                 await self.letta.update_block(agent_id, label, value)
         except UpstreamError as exc:
             raise agent_unreachable(exc) from exc
+        finally:
+            if sent:
+                # After Letta has the edit, so that a turn that reads the new version compiles the edited memory;
+                # after a failure too: a block may have changed before it.
+                await self.lifecycle.db.execute(store.MEMORY_EDITED, profile.id)
         return await self.memory(agent_id, None, 0)
 
     async def reset(self, profile: ReadyProfile, *, keep_memory: bool) -> ResetResult:

@@ -31,6 +31,12 @@ PERSONA = (
 # conversation_search).
 EXTRA_TOOLS = ["archival_memory_insert", "archival_memory_search"]
 BLOCK_LIMIT = 5000
+# The tools that cannot change what a conversation's system message renders (the memory blocks, the archival count):
+# a turn that calls any other tool may have edited the memory, and every thread's conversation is recompiled before
+# its next turn (service.chat.events). Letta 0.16.8's block editors are memory_insert and memory_replace here (other
+# agent types have core_memory_append, core_memory_replace, memory, memory_apply_patch, memory_rethink, ... too), and
+# archival_memory_insert changes the archival count; a tool added later is taken as an editor until listed here.
+READ_ONLY_TOOLS = frozenset({"conversation_search", "archival_memory_search"})
 
 
 EDITABLE_BLOCKS = ("human", "persona")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from service.agents.spec import READ_ONLY_TOOLS
 from service.clients.letta_stream import LettaEvent, text_of
 
 Event = tuple[str, dict[str, Any]]
@@ -31,10 +32,18 @@ class TurnResult:
     stop_reason: str | None = None
     error_code: str | None = None
     error_message: str | None = None  # the upstream's words, for the logs and the database only
+    memory_edited: bool = False  # a tool that can edit the memory blocks was called (or may have been: a recovery)
+    compiled_memory_version: int | None = None  # the memory version the thread's conversation was compiled at
 
     @property
     def text(self) -> str:
         return "".join(self.content)
+
+    @property
+    def memory_may_have_changed(self) -> bool:
+        """Whether the agent's memory blocks may differ after this turn: a tool that can edit them was called, or the
+        turn did not end cleanly (a tool may have run after the last event seen)."""
+        return self.memory_edited or self.status != "complete"
 
     def fail(self, code: str, message: str) -> None:
         self.status, self.error_code, self.error_message = "failed", code, message
@@ -78,6 +87,8 @@ def apply(result: TurnResult, event: LettaEvent) -> Event | None:
         call = event.tool_call or (calls[0] if isinstance(calls, list) and calls else calls)
         name = getattr(call, "name", None)
         if name:  # token streaming repeats the call in fragments; the first names it
+            if name not in READ_ONLY_TOOLS:
+                result.memory_edited = True
             return "tool", {"phase": "call", "name": name, "id": getattr(call, "tool_call_id", None)}
     elif kind == "tool_return_message":
         return "tool", {"phase": "return", "name": event.name, "status": event.status, "id": event.tool_call_id}

@@ -65,8 +65,9 @@ class TurnRecorder:
         return prices.cost(result.prompt_tokens, result.completion_tokens) if prices else None
 
     async def store(self, ids: TurnIds, result: TurnResult, cost: Decimal | None) -> Stored:
-        """Record the outcome in one statement (user message, reply, the day's usage, last activity, the lease
-        released), retrying while the database is unreachable. Raises what the last attempt raised."""
+        """Record the outcome in one statement (user message, reply, the day's usage, last activity, the memory
+        versions, the lease released), retrying while the database is unreachable. Raises what the last attempt
+        raised."""
         keep_reply = result.status in ("complete", "cancelled") or bool(result.text)
         failed = result.status == "failed"
         args = (
@@ -86,6 +87,8 @@ class TurnRecorder:
             ids.model,
             result.letta_message_id,
             (result.error_code or "agent_error") if failed else None,
+            result.memory_may_have_changed,
+            result.compiled_memory_version,
         )
         for attempt in range(1, STORE_ATTEMPTS + 1):
             try:

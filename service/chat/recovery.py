@@ -138,7 +138,8 @@ class TurnRecovery:
 
     async def _resolve(self, orphan: Orphan, *, force: bool) -> TurnResult | None:
         """The turn's outcome from Letta's record; None while its run is still going (and not stuck)."""
-        result = TurnResult(run_id=orphan.run_id)
+        # Which tools the run called is not read back: it may have edited the memory (every thread recompiles).
+        result = TurnResult(run_id=orphan.run_id, memory_edited=True)
         agent_id = orphan.agent_id
         run_id = orphan.run_id
         if run_id is None and agent_id:

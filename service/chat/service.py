@@ -1,8 +1,8 @@
 """A chat turn: the user's message in, the agent's streamed reply out, both stored with usage and cost.
 
 The turn runs in its own task, decoupled from whoever is listening: a client that disconnects (SSE
-closed, WebSocket dropped) does not lose the reply, it is stored when Letta finishes. Listeners read
-the turn's events from a queue.
+closed, WebSocket dropped) does not lose the reply, it is stored when Letta finishes. The listener takes
+the turn's events as they come (``Turn.take``).
 
 Order of work, so nothing is lost:
 1. budget check (402, from the cache);
@@ -23,7 +23,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
@@ -57,8 +57,11 @@ CANCEL_WAIT_SECONDS = 2.0  # how long a cancel waits for another replica to stor
 
 
 class Turn:
-    """One running turn. Its events are numbered and queued for the client that started it (and journaled for
-    any other, ``service.chat.journal``); the work does not depend on a listener."""
+    """One running turn. Its events are numbered and kept for the client that started it until it takes them (and
+    journaled for any other, ``service.chat.journal``); the work does not depend on a listener.
+
+    One listener at a time (``take``). A list and a future made only while it waits, not an ``asyncio.Queue`` and an
+    ``asyncio.Event``: a few KiB less for every open stream."""
 
     def __init__(
         self, turn_id: uuid.UUID, user_message_id: uuid.UUID, profile: ReadyProfile, thread_id: uuid.UUID
@@ -68,12 +71,14 @@ class Turn:
         self.profile = profile
         self.thread_id = thread_id
         self.first_message: str | None = None  # kept only in a thread without a title: its title is made from it
-        self.queue: asyncio.Queue[Numbered | None] = asyncio.Queue()
+        self.pending: list[Numbered] = []  # emitted, not taken by the listener yet
+        self.ended = False  # nothing is emitted after what is pending
+        self._waiter: asyncio.Future[None] | None = None  # while the listener waits for an event
         self.journal: JournalWriter | None = None  # None only for a turn driven by hand
         self.seq = 0
         self.result = TurnResult()
         self.task: asyncio.Task[None] | None = None
-        self.cancel_requested = asyncio.Event()
+        self.cancel_requested = False  # set by ChatService.cancel: the stream was closed on purpose
         self.started = time.perf_counter()
         self.stream: LettaStream | None = None
 
@@ -81,16 +86,40 @@ class Turn:
         """Number the event (its ``id`` on the wire), hand it to the client, and journal it."""
         self.seq += 1
         numbered = (self.seq, *event)
-        self.queue.put_nowait(numbered)
+        self.pending.append(numbered)
+        self._wake()
         if self.journal is not None:
             self.journal.add(self.turn_id, self.profile.id, numbered)
 
+    def end(self) -> None:
+        """The last event was emitted: the listener stops after what is pending."""
+        self.ended = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def take(self) -> tuple[list[Numbered], bool]:
+        """The events emitted since the last take, together (waiting for one if there are none yet), and whether the
+        turn ended after them. A cancelled wait loses nothing: the events stay pending for the next take."""
+        while not self.pending and not self.ended:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        taken, self.pending = self.pending, []
+        return taken, self.ended
+
     async def events(self) -> AsyncIterator[Numbered]:
+        """The events one by one, until the turn ends."""
         while True:
-            event = await self.queue.get()
-            if event is None:
+            taken, ended = await self.take()
+            for event in taken:
+                yield event
+            if ended:
                 return
-            yield event
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +128,9 @@ class Target:
 
     agent_id: str
     conversation_id: str | None
-    fresh: bool = False  # opened for this turn: compiled from the current memory already
+    # Its system message may predate the memory (compiled before the memory's last change, or when is not known):
+    # recompiled before the turn. Not part of where the turn goes, which is what the targets cached here compare.
+    stale: bool = field(default=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +146,8 @@ class Began:
     conversation_id: str | None
     branch_context: str | None
     untitled: bool
+    memory_version: int  # the agent's memory now (user_profiles.memory_version)
+    compiled_memory_version: int | None  # what the thread's conversation was compiled at (None: not known)
 
 
 class LeaseKeeper:
@@ -191,7 +224,7 @@ class LeaseKeeper:
             return
         for row in rows:
             turn = self._turns.get(row["turn_id"])
-            if row["cancel_requested"] and turn is not None and not turn.cancel_requested.is_set():
+            if row["cancel_requested"] and turn is not None and not turn.cancel_requested:
                 # Apart: a slow cancel must not hold up the next renewal of every other turn.
                 task = asyncio.get_running_loop().create_task(self._cancel(turn))
                 self._cancels.add(task)
@@ -233,36 +266,36 @@ class ChatService:
         user_message_id = uuid.uuid4()
         begin = asyncio.ensure_future(self._begin_turn(user_id, content, user_message_id, thread_id))
         await asyncio.sleep(0)  # the statement goes out
-        # While Postgres starts the turn, build Letta's request for where this thread's turns went last time and
-        # bring that conversation's memory up to date (a reset or a new conversation changes the target: the
-        # statement's row says which it is). Its otid is our message's id.
+        # While Postgres starts the turn, build Letta's request for where this thread's turns went last time (a reset
+        # or a new conversation changes the target: the statement's row says which it is). Its otid is our message's
+        # id. No recompile is started beside the statement: only its row says whether one is needed (the memory
+        # versions), and overlapping the statement's ~2 ms saved little of a recompile's ~40 ms.
         otid = str(user_message_id)
         known = self._targets.get((user_id, thread_id))
         request = self.letta.turn_request(known.agent_id, content, otid, known.conversation_id) if known else None
-        recompiling = (
-            asyncio.ensure_future(self._recompile(known.conversation_id)) if known and known.conversation_id else None
-        )
-        try:
-            began = await begin
-        except BaseException:
-            if recompiling is not None:
-                await asyncio.gather(recompiling, return_exceptions=True)
-            raise
+        began = await begin
         turn = Turn(began.turn_id, user_message_id, began.profile, began.thread_id)
         if began.untitled:
             turn.first_message = content
+        # The lease is renewed, and a cancel reaches the turn, from now on: under load, opening Letta's stream has
+        # taken longer than a lease lasts, and a lease left to expire meanwhile let the recovery fail a turn that
+        # was still running (its reply then had no row to go to).
+        self._leases.add(turn)
+        self._local[began.profile.id] = turn
         try:
             target = await self._target(began)
             if request is None or target != known or began.branch_context:
                 request = self.letta.turn_request(
                     target.agent_id, content, otid, target.conversation_id, began.branch_context
                 )
-                if target.conversation_id and not target.fresh:
-                    await self._recompile(target.conversation_id, raising=True)
-            elif recompiling is not None and not await recompiling:
-                await self._recompile(target.conversation_id or "", raising=True)
+            if target.conversation_id is not None:
+                await self._recompile(turn, target.conversation_id, began.memory_version, stale=target.stale)
             stream = await self.letta.open_stream(request)
-        except UpstreamError as exc:
+        except BaseException as exc:
+            self._leases.discard(turn)
+            self._local.pop(began.profile.id, None)
+            if not isinstance(exc, UpstreamError):
+                raise  # the lease expires and the recovery settles the message
             if exc.timed_out:
                 # Letta took the message but did not start answering: stop its run before the lease is
                 # released, so that a resend does not run beside it.
@@ -271,10 +304,11 @@ class ChatService:
             # The message is kept as failed, counted, and the lease released.
             await self.recorder.store(self._ids(turn), turn.result, None)
             raise (agent_timeout(turn.turn_id) if exc.timed_out else agent_unavailable(turn.turn_id)) from exc
-        finally:
-            if recompiling is not None and not recompiling.done():
-                await asyncio.gather(recompiling, return_exceptions=True)
         turn.stream = stream
+        if turn.cancel_requested:  # stopped while the stream was opening: stop the run that has just started
+            await self._stop_letta_run(turn)
+            with contextlib.suppress(Exception):
+                await stream.close()
         turn.journal = self.journal
         turn.emit(
             (
@@ -288,40 +322,39 @@ class ChatService:
         )
         turn.task = asyncio.get_running_loop().create_task(self._run(turn, stream))
         self._turns.add(turn.task)
-        self._local[began.profile.id] = turn
         turn.task.add_done_callback(self._turns.discard)
         turn.task.add_done_callback(lambda _: self._local.pop(began.profile.id, None))
         return turn
 
     async def _target(self, began: Began) -> Target:
-        """Where the turn goes in Letta: the agent's own history for the default thread, else the thread's
-        conversation, opened on the user's current agent when it has none there yet (a new thread, or the agent
-        was reset or rebuilt since)."""
+        """Where the turn goes in Letta: the agent's own history for the default thread (Letta recompiles it after a
+        memory edit itself), else the thread's conversation, stale if the memory may have changed since it was
+        compiled, or opened on the user's current agent when it has none there yet (a new thread, or the agent was
+        reset or rebuilt since): compiled from the memory as it is now."""
         agent_id = began.profile.agent_id
         if began.is_default:
             target = Target(agent_id, None)
         elif began.conversation_id and began.thread_agent_id == agent_id:
-            target = Target(agent_id, began.conversation_id)
+            stale = began.compiled_memory_version != began.memory_version
+            target = Target(agent_id, began.conversation_id, stale=stale)
         else:
             conversation_id = await self.letta.create_conversation(agent_id)
-            await self.db.execute(store.SET_CONVERSATION, began.thread_id, agent_id, conversation_id)
-            target = Target(agent_id, conversation_id, fresh=True)
+            await self.db.execute(
+                store.SET_CONVERSATION, began.thread_id, agent_id, conversation_id, began.memory_version
+            )
+            target = Target(agent_id, conversation_id)
         if len(self._targets) >= 10_000:
             self._targets.clear()
-        self._targets[(began.profile.id, began.requested_thread_id)] = replace(target, fresh=False)
+        self._targets[(began.profile.id, began.requested_thread_id)] = target
         return target
 
-    async def _recompile(self, conversation_id: str, *, raising: bool = False) -> bool:
-        """Render the current memory into the conversation (Letta does not, ARCHITECTURE.md §7); False if that
-        failed (raised instead with ``raising``)."""
-        try:
+    async def _recompile(self, turn: Turn, conversation_id: str, memory_version: int, *, stale: bool) -> None:
+        """Render the memory into a stale conversation (Letta does not after an edit, ARCHITECTURE.md §7), and have
+        the turn record the version it is compiled at: ``memory_version``, read before the recompile, so that an edit
+        made meanwhile leaves the conversation behind and the next turn recompiles it again."""
+        if stale:
             await self.letta.recompile_conversation(conversation_id)
-        except UpstreamError as exc:
-            if raising:
-                raise
-            logger.info("recompiling a conversation failed; retried once the turn started", extra={"error": str(exc)})
-            return False
-        return True
+        turn.result.compiled_memory_version = memory_version
 
     async def _begin_turn(
         self, user_id: uuid.UUID, content: str, user_message_id: uuid.UUID, thread_id: uuid.UUID | None
@@ -370,6 +403,8 @@ class ChatService:
             conversation_id=row["letta_conversation_id"],
             branch_context=row["branch_context"],
             untitled=row["untitled"],
+            memory_version=row["memory_version"],
+            compiled_memory_version=row["compiled_memory_version"],
         )
 
     # -- the per-user lease, also held by an agent reset ----------------------------------------------------
@@ -424,7 +459,6 @@ class ChatService:
 
     # -- running it ---------------------------------------------------------------------------------------
     async def _run(self, turn: Turn, stream: LettaStream) -> None:
-        self._leases.add(turn)
         result = turn.result
         connection_lost = False
         run_recorded = False
@@ -436,9 +470,9 @@ class ChatService:
                     self._leases.record_run(turn)
                 if event is not None:
                     turn.emit(event)
-            events.settle(result, cancelled=turn.cancel_requested.is_set())
+            events.settle(result, cancelled=turn.cancel_requested)
         except Exception as exc:  # never leave a turn without an outcome
-            if turn.cancel_requested.is_set():  # we closed the stream ourselves
+            if turn.cancel_requested:  # we closed the stream ourselves
                 result.status = "cancelled"
             elif isinstance(exc, UpstreamError):
                 # No HTTP status: the connection broke (an in-stream error event carries the stream's 200).
@@ -462,9 +496,9 @@ class ChatService:
 
     async def cancel(self, turn: Turn) -> None:
         """Stop a turn running in this process: cancel the Letta run, stop reading its stream."""
-        if turn.cancel_requested.is_set() or turn.result.status != "pending":
+        if turn.cancel_requested or turn.result.status != "pending":
             return
-        turn.cancel_requested.set()
+        turn.cancel_requested = True
         await self._stop_letta_run(turn)
         # Stop reading: what was streamed so far is kept as the cancelled reply.
         if turn.stream is not None:
@@ -524,7 +558,7 @@ class ChatService:
         turn.emit(done)
         if turn.journal is not None:
             await turn.journal.flush()
-        turn.queue.put_nowait(None)
+        turn.end()
         observe_turn(turn)
         logger.info(
             "turn finished",

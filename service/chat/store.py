@@ -37,17 +37,18 @@ TAKE_LEASE = _TAKE_LEASE.format(condition=f"where {_NO_ORPHAN}")
 TAKE_LEASE_FOR_RECOVERY = _TAKE_LEASE.format(condition="")
 
 # A turn starts in one round trip: the rate-limit hit; the profile; the thread ($10, or the default thread when
-# null); the lease if the hit was allowed, the agent is ready and the thread is the user's; the user's message if
-# the lease was taken. $5 content, $6 bucket, $7 limit, $8 window, $9 the message's id (chosen by the service,
-# so that Letta's request can carry it as its otid before this returns).
+# null) with the memory version its conversation was compiled at and the agent's memory version now (they differ:
+# recompile it first); the lease if the hit was allowed, the agent is ready and the thread is the user's; the user's
+# message if the lease was taken. $5 content, $6 bucket, $7 limit, $8 window, $9 the message's id (chosen by the
+# service, so that Letta's request can carry it as its otid before this returns).
 _BEGIN_CONDITION = f"from hit, profile, thread where hit.allowed and {READY_SQL} and {_NO_ORPHAN}"
 BEGIN_TURN = f"""
     with hit as (select * from private.rate_limit_hit($1, $6, $7, $8)),
     profile as ({PROFILE_SELECT} where p.id = $1),
     thread as (
         select t.id as thread_id, t.is_default, t.letta_agent_id as thread_agent_id, t.letta_conversation_id,
-            t.branch_context, t.title_source is null as untitled
-        from public.threads t
+            t.branch_context, t.title_source is null as untitled, t.compiled_memory_version, v.memory_version
+        from public.threads t join public.user_profiles v on v.id = t.user_id
         where t.user_id = $1
           and t.id = coalesce($10::uuid, (select d.id from public.threads d where d.user_id = $1 and d.is_default))
     ),
@@ -68,7 +69,9 @@ BEGIN_TURN = f"""
 # privately, for both messages), $16 the error's code (public), $4 run id,
 # $5 user, $6 turn, $7 keep the reply, $8 reply text, $9 reply status, $10-$12 prompt/completion/total tokens,
 # $13 cost (an estimate until reconciled: cost_final false on the message that carries it), $14 model,
-# $15 Letta message id.
+# $15 Letta message id, $17 the agent's memory may have changed (bumps the user's memory version: every thread's
+# conversation is recompiled before its next turn), $18 the memory version the thread's conversation was compiled at
+# for this turn (null: unchanged).
 STORE_TURN = """
     with user_message as (
         update public.messages set status = $2, error_code = $16, letta_run_id = coalesce($4, letta_run_id),
@@ -106,12 +109,15 @@ STORE_TURN = """
             total_cost = usage_metrics.total_cost + excluded.total_cost
     ),
     activity as (
-        update public.user_profiles set last_active_at = now() where id = $5 and exists (select 1 from user_message)
+        update public.user_profiles set last_active_at = now(),
+            memory_version = memory_version + case when $17::boolean then 1 else 0 end
+        where id = $5 and exists (select 1 from user_message)
     ),
     -- The thread moves to the top of the list; a branch's transcript was given to the agent once it answered.
     thread as (
         update public.threads t set last_message_at = now(),
-            branch_context = case when $9 = 'complete' then null else t.branch_context end
+            branch_context = case when $9 = 'complete' then null else t.branch_context end,
+            compiled_memory_version = coalesce($18::bigint, t.compiled_memory_version)
         from user_message where t.id = user_message.thread_id
     ),
     lease as (
@@ -151,8 +157,12 @@ LEASE_HOLDER = """
     where l.user_id = $1 and l.expires_at > now()
 """
 
-# A thread's conversation on the user's current agent (opened at the thread's first turn there).
-SET_CONVERSATION = "update public.threads set letta_agent_id = $2, letta_conversation_id = $3 where id = $1"
+# A thread's conversation on the user's current agent (opened at the thread's first turn there), compiled from the
+# memory of version $4 or later.
+SET_CONVERSATION = """
+    update public.threads set letta_agent_id = $2, letta_conversation_id = $3, compiled_memory_version = $4
+    where id = $1
+"""
 LEASE_HELD = "select exists (select 1 from private.chat_turn_leases where user_id = $1 and turn_id = $2)"
 
 # The message columns the history and the export return (an error's code; its upstream text is private).

@@ -101,7 +101,8 @@ class ThreadService:
         current = point["agent_id"]
         on_current_agent = point["is_default"] or point["letta_agent_id"] == current
         if point["newest"] and current and on_current_agent:
-            # The whole context is the branch's: Letta copies it, with the memory compiled afresh.
+            # The whole context is the branch's: Letta copies it, with the memory compiled afresh (at the version read
+            # with the branch point, or later).
             try:
                 source = None if point["is_default"] else point["letta_conversation_id"]
                 if point["is_default"] or source:
@@ -124,6 +125,7 @@ class ThreadService:
             agent_id,
             conversation_id,
             context,
+            point["memory_version"] if conversation_id else None,
         )
         return Thread.of(row)
 

@@ -59,12 +59,16 @@ DELETE = """
 """
 
 # After its conversation was deleted in Letta, a thread that could not go (a turn started) opens a new one.
-FORGET_CONVERSATION = "update public.threads set letta_agent_id = null, letta_conversation_id = null where id = $1"
+FORGET_CONVERSATION = """
+    update public.threads set letta_agent_id = null, letta_conversation_id = null, compiled_memory_version = null
+    where id = $1
+"""
 
-# A branch point: the message, its thread's Letta side, and whether anything in the thread comes after it.
+# A branch point: the message, its thread's Letta side, the agent's memory version (read before a fork compiles the
+# branch's conversation), and whether anything in the thread comes after it.
 BRANCH_POINT = """
     select m.created_at, m.status, t.title, t.title_source, t.letta_agent_id, t.letta_conversation_id,
-        t.is_default, p.letta_agent_id as agent_id,
+        t.is_default, p.letta_agent_id as agent_id, p.memory_version,
         not exists (select 1 from public.messages later where later.thread_id = t.id
                     and (later.created_at, later.id) > (m.created_at, m.id)) as newest
     from public.messages m
@@ -74,12 +78,13 @@ BRANCH_POINT = """
 """
 
 # The branch and its copy of the history up to the branch point (settled messages only; each turn gets a new
-# id, so a copy is never taken for the turn it was copied from; tokens and cost stay with the original).
+# id, so a copy is never taken for the turn it was copied from; tokens and cost stay with the original). $9: the
+# memory version the forked conversation was compiled at (null without one).
 FORK = f"""
     with branch as (
         insert into public.threads (user_id, title, title_source, letta_agent_id, letta_conversation_id,
-            forked_from_thread_id, forked_from_message_id, branch_context)
-        values ($2, $4, $5, $6, $7, $1, $3, $8)
+            forked_from_thread_id, forked_from_message_id, branch_context, compiled_memory_version)
+        values ($2, $4, $5, $6, $7, $1, $3, $8, $9)
         returning *
     ),
     point as (select created_at, id from public.messages where id = $3),

@@ -137,6 +137,46 @@ def test_tool_call_fragments_without_a_name_are_no_events() -> None:
     assert applied(TurnResult(), *fragments) == [None, None, None, None]
 
 
+def named_call(name: str, call_id: str = "call_1") -> LettaEvent:
+    return LettaEvent(message_type="tool_call_message", tool_call=ToolCall(name=name, tool_call_id=call_id))
+
+
+@pytest.mark.parametrize(
+    "tool", ["memory_insert", "memory_replace", "core_memory_append", "memory_rethink", "archival_memory_insert", "x"]
+)
+def test_a_call_of_a_tool_that_may_edit_memory_marks_the_turn(tool: str) -> None:
+    # Any tool but the read-only ones (an unknown one too): its turn bumps the memory version, so that every thread's
+    # conversation is recompiled before its next turn.
+    result = TurnResult()
+    applied(result, named_call("conversation_search"), named_call(tool, "call_2"))
+    assert result.memory_edited
+    result.status = "complete"
+    assert result.memory_may_have_changed
+
+
+def test_read_only_tools_and_nameless_fragments_leave_the_memory_unchanged() -> None:
+    result = TurnResult()
+    applied(
+        result,
+        named_call("conversation_search"),
+        named_call("archival_memory_search", "call_2"),
+        LettaEvent(message_type="tool_call_message", tool_call=ToolCall(arguments='{"label": "human"}')),
+        LettaEvent(message_type="tool_return_message", name="memory_insert", status="success", tool_call_id="call_3"),
+        delta("Done."),
+        stop("end_turn"),
+    )
+    events.settle(result, cancelled=False)
+    assert result.status == "complete"
+    assert not result.memory_edited and not result.memory_may_have_changed
+
+
+@pytest.mark.parametrize("status", ["pending", "failed", "cancelled"])
+def test_a_turn_that_did_not_end_cleanly_may_have_changed_the_memory(status: str) -> None:
+    # Its events may not all have been seen: a memory tool may have run after the last one.
+    assert TurnResult(status=status).memory_may_have_changed
+    assert not TurnResult(status="complete").memory_may_have_changed
+
+
 def test_a_tool_return_is_a_tool_event_with_its_status() -> None:
     returned = LettaEvent(
         message_type="tool_return_message",

@@ -200,6 +200,7 @@ export type Database = {
       threads: {
         Row: {
           branch_context: string | null;
+          compiled_memory_version: number | null;
           created_at: string;
           forked_from_message_id: string | null;
           forked_from_thread_id: string | null;
@@ -215,6 +216,7 @@ export type Database = {
         ComputedFields: never;
         Insert: {
           branch_context?: string | null;
+          compiled_memory_version?: number | null;
           created_at?: string;
           forked_from_message_id?: string | null;
           forked_from_thread_id?: string | null;
@@ -229,6 +231,7 @@ export type Database = {
         };
         Update: {
           branch_context?: string | null;
+          compiled_memory_version?: number | null;
           created_at?: string;
           forked_from_message_id?: string | null;
           forked_from_thread_id?: string | null;
@@ -314,6 +317,7 @@ export type Database = {
           letta_agent_id: string | null;
           letta_provider_id: string | null;
           litellm_user_id: string | null;
+          memory_version: number;
           model: string | null;
           next_provisioning_at: string;
           provisioning_attempts: number;
@@ -332,6 +336,7 @@ export type Database = {
           letta_agent_id?: string | null;
           letta_provider_id?: string | null;
           litellm_user_id?: string | null;
+          memory_version?: number;
           model?: string | null;
           next_provisioning_at?: string;
           provisioning_attempts?: number;
@@ -349,6 +354,7 @@ export type Database = {
           letta_agent_id?: string | null;
           letta_provider_id?: string | null;
           litellm_user_id?: string | null;
+          memory_version?: number;
           model?: string | null;
           next_provisioning_at?: string;
           provisioning_attempts?: number;
