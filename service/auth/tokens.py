@@ -33,7 +33,7 @@ import math
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -80,22 +80,37 @@ class Principal:
 
     ``admin_credential`` is set only by the edge that authenticated an admin credential (``ADMIN_API_KEY``, or
     the service role where the setting allows it); a verified token never sets it.
+
+    A verified token's principal keeps the few claims the service reads, not all of them: it is remembered for
+    every signed-in user (``TokenVerifier.verify``), and decoded claims weigh ~3 KiB.
     """
 
     role: str
-    claims: dict[str, Any]
     user_id: uuid.UUID | None
     admin_credential: bool = False
+    app_metadata_admin: bool = False  # the token's ``app_metadata.role`` is "admin" (see ``is_admin``)
+    email: str | None = None
+    expires_at: float = math.inf  # the token's ``exp`` (wall clock); a key does not expire
+    token: str | None = field(default=None, repr=False)  # the verified token, where ``claims`` reads the rest from
 
     @classmethod
     def admin_key(cls) -> Principal:
         """The caller that presented ``ADMIN_API_KEY``."""
-        return cls(role=ADMIN_KEY_ROLE, claims={"role": ADMIN_KEY_ROLE}, user_id=None, admin_credential=True)
+        return cls(role=ADMIN_KEY_ROLE, user_id=None, admin_credential=True)
 
     @classmethod
     def service_role(cls, *, admin: bool = False) -> Principal:
         """The caller that presented the Supabase service key."""
-        return cls(role=SERVICE_ROLE, claims={"role": SERVICE_ROLE}, user_id=None, admin_credential=admin)
+        return cls(role=SERVICE_ROLE, user_id=None, admin_credential=admin)
+
+    @property
+    def claims(self) -> dict[str, Any]:
+        """All the claims of the verified token, decoded from it again (its signature was checked when it was
+        verified); a key's principal has only its role."""
+        if self.token is None:
+            return {"role": self.role}
+        claims: dict[str, Any] = jwt.decode(self.token, options={"verify_signature": False})
+        return claims
 
     @property
     def is_service_role(self) -> bool:
@@ -110,15 +125,7 @@ class Principal:
         """
         if self.admin_credential:
             return True
-        if self.role != USER_ROLE or self.user_id is None:
-            return False
-        app_metadata = self.claims.get("app_metadata")
-        return isinstance(app_metadata, dict) and app_metadata.get("role") == "admin"
-
-    @property
-    def email(self) -> str | None:
-        value = self.claims.get("email")
-        return value if isinstance(value, str) and value else None
+        return self.role == USER_ROLE and self.user_id is not None and self.app_metadata_admin
 
 
 class TokenVerifier:
@@ -273,20 +280,28 @@ class TokenVerifier:
         except (jwt.PyJWTError, OverflowError) as exc:
             raise InvalidToken("token signature or claims are invalid") from exc
         try:
-            expires_at = float(claims["exp"]) + self._leeway
+            expires = float(claims["exp"])
         except (OverflowError, TypeError, ValueError) as exc:
             raise InvalidToken("token expiry is not a time") from exc
-        return self._principal(claims), expires_at
+        return self._principal(token, claims, expires), expires + self._leeway
 
     @staticmethod
-    def _principal(claims: dict[str, Any]) -> Principal:
+    def _principal(token: str, claims: dict[str, Any], expires: float) -> Principal:
         role = claims.get("role")
-        if role == SERVICE_ROLE:
-            return Principal(role=SERVICE_ROLE, claims=claims, user_id=None)  # never an admin by itself
+        if role == SERVICE_ROLE:  # never an admin by itself
+            return Principal(role=SERVICE_ROLE, user_id=None, expires_at=expires, token=token)
         if role != USER_ROLE:
             raise InvalidToken("token role is not accepted")
         try:
             user_id = uuid.UUID(str(claims.get("sub")))
         except ValueError as exc:
             raise InvalidToken("token subject is not a user id") from exc
-        return Principal(role=USER_ROLE, claims=claims, user_id=user_id)
+        app_metadata, email = claims.get("app_metadata"), claims.get("email")
+        return Principal(
+            role=USER_ROLE,
+            user_id=user_id,
+            app_metadata_admin=isinstance(app_metadata, dict) and app_metadata.get("role") == "admin",
+            email=email if isinstance(email, str) and email else None,
+            expires_at=expires,
+            token=token,  # the cache's key: the same string, not a copy
+        )

@@ -1,6 +1,6 @@
 """A turn's events on the wire: Server-Sent Events framing, and the sentence an ``error`` event carries.
 
-Hand-written rather than Litestar's ``ServerSentEvent``: events already queued go out in one socket write,
+Hand-written rather than Litestar's ``ServerSentEvent``: events already emitted go out in one socket write,
 and the framing costs nothing on the path to the first token.
 """
 
@@ -36,25 +36,20 @@ def sse(event: Numbered) -> bytes:
     return b"id: %d\nevent: " % seq + name.encode() + b"\ndata: " + msgspec.json.encode(data) + b"\n\n"
 
 
-async def batches(queue: asyncio.Queue[Numbered | None]) -> AsyncIterator[tuple[list[Numbered], bool] | None]:
-    """A live turn's events as they come: those already queued together (one socket write, not one per token),
-    with whether the turn ended after them; ``None`` after ``KEEPALIVE_SECONDS`` of quiet (time for a keep-alive)."""
+async def batches(turn: Turn) -> AsyncIterator[tuple[list[Numbered], bool] | None]:
+    """A live turn's events as they come: those emitted since the last batch together (one socket write, not one
+    per token, for a listener that fell behind), with whether the turn ended after them; ``None`` after
+    ``KEEPALIVE_SECONDS`` of quiet (time for a keep-alive)."""
     while True:
         try:
-            # asyncio.timeout, not wait_for: on 3.11 wait_for wraps every get in a new task, on the token path.
+            # asyncio.timeout, not wait_for: on 3.11 wait_for wraps every wait in a new task, on the token path.
             async with asyncio.timeout(KEEPALIVE_SECONDS):
-                event = await queue.get()
+                batch = await turn.take()
         except TimeoutError:
             yield None
             continue
-        batch = []
-        while event is not None:
-            batch.append(event)
-            if queue.empty():
-                break
-            event = queue.get_nowait()
-        yield batch, event is None
-        if event is None:
+        yield batch
+        if batch[1]:
             return
 
 
@@ -84,10 +79,10 @@ async def paced(events: AsyncIterator[Numbered]) -> AsyncIterator[Numbered | Non
 async def sse_stream(turn: Turn) -> AsyncIterator[bytes]:
     """The turn's events as SSE, with keep-alive comments so proxies do not cut a quiet stream.
 
-    Events already queued are written together. If the client goes away this generator is cancelled; the turn
+    Events already emitted are written together. If the client goes away this generator is cancelled; the turn
     itself keeps running and is stored.
     """
-    async for batch in batches(turn.queue):
+    async for batch in batches(turn):
         if batch is None:
             yield KEEPALIVE
         elif batch[0]:

@@ -147,10 +147,10 @@ def thread_of(chat_id: str) -> uuid.UUID | None:
 
 
 async def _live(turn: Turn) -> AsyncIterator[bytes]:
-    """The turn's events as UI chunks, as they come (those already queued in one write), with keep-alive comments
+    """The turn's events as UI chunks, as they come (those already emitted in one write), with keep-alive comments
     while it is quiet. A client that goes away cancels this generator, not the turn: its reply is stored."""
     ui = UIMessageStream(str(turn.turn_id))
-    async for batch in batches(turn.queue):
+    async for batch in batches(turn):
         if batch is None:
             yield KEEPALIVE
             continue

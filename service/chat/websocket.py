@@ -165,7 +165,7 @@ class ChatSocket:
 
     def token_expired(self) -> bool:
         assert self.principal is not None
-        return float(self.principal.claims.get("exp", 0)) < time.time()
+        return self.principal.expires_at < time.time()
 
     async def run(self) -> None:
         await self.socket.accept()

@@ -58,9 +58,14 @@ class LettaClient:
         self.sdk = AsyncLetta(base_url=self.base_url, api_key=token or None, http_client=http, max_retries=0)
         # Without a token the SDK falls back to $LETTA_API_KEY; only LETTA_API_TOKEN may configure it.
         self.sdk.api_key = token or None
-        # What the SDK sends with every request (its identity, which Letta requires for streaming=true, and the
-        # token), for the one request sent without it.
-        self._sdk_headers = {name: value for name, value in self.sdk.default_headers.items() if isinstance(value, str)}
+        # For the one request sent without the SDK (the turn), only what Letta 0.16.8 reads of the SDK's headers: the
+        # token, and the SDK's version, without which its agent route refuses streaming=true (ARCHITECTURE.md §7).
+        # The others would be kept for every open stream for nothing.
+        self._turn_headers = {
+            name: value
+            for name, value in self.sdk.default_headers.items()
+            if name in ("Authorization", "X-Stainless-Package-Version") and isinstance(value, str)
+        }
 
     async def call(self, operation: Callable[[], Awaitable[T]]) -> T:
         """Run one SDK call with Letta's errors turned into ``UpstreamError``."""
@@ -160,8 +165,8 @@ class LettaClient:
         conversation_id: str | None = None,
         context: str | None = None,
     ) -> httpx.Request:
-        """A token-streamed turn with keep-alive pings: letta-client's request for it, headers included. ``otid``
-        (our stored message's id) stays on Letta's copy of the message: a turn is findable by it. Sent to the
+        """A token-streamed turn with keep-alive pings: letta-client's request for it, with the headers Letta reads.
+        ``otid`` (our stored message's id) stays on Letta's copy of the message: a turn is findable by it. Sent to the
         agent's own history, or with ``conversation_id`` to that conversation of the agent (a thread); ``context``
         goes before the user's message as a system message (a branch's transcript)."""
         messages: list[dict[str, str]] = [{"role": "system", "content": context}] if context else []
@@ -180,7 +185,7 @@ class LettaClient:
                 "stream_tokens": True,
                 "include_pings": True,
             },
-            headers=self._sdk_headers,
+            headers=self._turn_headers,
             timeout=STREAM_TIMEOUT,
         )
 

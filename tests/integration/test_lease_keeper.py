@@ -39,7 +39,7 @@ async def test_every_turns_lease_is_renewed_and_a_cancel_from_another_replica_is
     stopped = asyncio.Event()
 
     async def cancel(turn: Turn) -> None:  # as ChatService.cancel: the turn is marked at once
-        turn.cancel_requested.set()
+        turn.cancel_requested = True
         cancelled.append(turn)
         stopped.set()
 

@@ -138,11 +138,11 @@ async def test_fails_open_when_the_database_is_unavailable(database_url: str, us
 
 async def test_check_rate_limit_returns_the_decision(pool: asyncpg.Pool[Any], user_id: uuid.UUID) -> None:
     limiter = PostgresRateLimiter(pool, {"chat": (1, HOUR)})
-    user = Principal(role="authenticated", claims={}, user_id=user_id)
+    user = Principal(role="authenticated", user_id=user_id)
     assert (await check_rate_limit(limiter, user, "chat")).allowed
     refused = await check_rate_limit(limiter, user, "chat")
     assert not refused.allowed and refused.retry_after_seconds > 0
-    service = Principal(role="service_role", claims={"role": "service_role"}, user_id=None)
+    service = Principal(role="service_role", user_id=None)
     assert (await check_rate_limit(limiter, service, "chat")).allowed
 
 
@@ -155,9 +155,9 @@ class FakeAuth(ASGIMiddleware):
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         raw = dict(scope["headers"]).get(b"x-test-user", b"").decode()
         if raw == "service":
-            scope["user"] = Principal(role="service_role", claims={"role": "service_role"}, user_id=None)
+            scope["user"] = Principal(role="service_role", user_id=None)
         elif raw:
-            scope["user"] = Principal(role="authenticated", claims={}, user_id=uuid.UUID(raw))
+            scope["user"] = Principal(role="authenticated", user_id=uuid.UUID(raw))
         await next_app(scope, receive, send)
 
 

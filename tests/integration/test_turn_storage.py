@@ -63,10 +63,10 @@ def chat_service(pool: asyncpg.Pool, database_url: str, letta: FakeLetta) -> Cha
 
 
 def events_of(turn: Turn) -> list[Any]:
-    """The turn's queued events as (name, data), and the end marker None; their ids are checked to run 1, 2, ..."""
-    queued = [turn.queue.get_nowait() for _ in range(turn.queue.qsize())]
-    assert [e[0] for e in queued if e] == list(range(1, len([e for e in queued if e]) + 1))
-    return [e[1:] if e else e for e in queued]
+    """The turn's pending events as (name, data), then None if it ended; their ids are checked to run 1, 2, ..."""
+    pending = list(turn.pending)
+    assert [e[0] for e in pending] == list(range(1, len(pending) + 1))
+    return [e[1:] for e in pending] + ([None] if turn.ended else [])
 
 
 async def lease_count(pool: asyncpg.Pool, turn: Turn) -> int:

@@ -94,9 +94,9 @@ async def test_users_are_admins_by_app_metadata_only(verifier: TokenVerifier, ke
 
 
 def test_a_principal_built_by_hand_is_not_an_admin_unless_it_says_so() -> None:
-    assert not Principal(role="service_role", claims={"role": "service_role"}, user_id=None).is_admin
-    assert not Principal(role="admin", claims={"role": "admin"}, user_id=None).is_admin
-    assert not Principal(role="authenticated", claims={"app_metadata": {"role": "admin"}}, user_id=None).is_admin
+    assert not Principal(role="service_role", user_id=None).is_admin
+    assert not Principal(role="admin", user_id=None).is_admin
+    assert not Principal(role="authenticated", user_id=None, app_metadata_admin=True).is_admin
     assert Principal.admin_key().is_admin
 
 

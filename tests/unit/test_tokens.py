@@ -73,6 +73,22 @@ async def test_valid_es256_token_from_inline_jwks(http: httpx.AsyncClient, key: 
     assert not principal.is_admin
 
 
+async def test_a_remembered_principal_keeps_only_what_the_service_reads_and_decodes_the_rest_when_asked(
+    http: httpx.AsyncClient, key: SigningKey
+) -> None:
+    token = key.access_token(USER, issuer=ISSUER, email="ann@example.com", user_metadata={"full_name": "Ann"})
+    tokens = verifier(http, jwks=key.jwks())
+    principal = await tokens.verify(token)
+
+    assert await tokens.verify(token) is principal  # remembered
+    kept = [getattr(principal, field) for field in principal.__slots__]  # type: ignore[attr-defined]
+    assert not [value for value in kept if isinstance(value, dict | list)]  # no decoded claims
+    assert principal.token is token  # the cache's key, not a copy
+    claims = principal.claims
+    assert (claims["sub"], claims["user_metadata"]) == (str(USER), {"full_name": "Ann"})
+    assert principal.expires_at == claims["exp"]
+
+
 @pytest.mark.parametrize(
     ("overrides", "reason"),
     [

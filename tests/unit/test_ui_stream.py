@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import AsyncIterator
-from types import SimpleNamespace
 from typing import Any
 
 import msgspec
@@ -17,6 +17,7 @@ from service.chat.journal import Numbered
 from service.chat.ui_stream import UIChatRequest, UIMessageStream, frame, newest_user_text
 from service.errors import DomainError
 from service.web.problems import sentence
+from tests.unit.test_sse import a_turn
 
 TURN = "9b1deb4d-3b7d-4bad-9bdd-2b0d7b3dcb6d"
 TEXT = f"text-{TURN}"
@@ -240,14 +241,15 @@ def test_a_body_without_a_user_message_to_send_is_refused(
 # -- the SSE body -------------------------------------------------------------------------------------------------
 
 
-async def test_the_live_stream_writes_queued_chunks_together_then_done(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_the_live_stream_writes_emitted_chunks_together_then_done(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sse, "KEEPALIVE_SECONDS", 0.05)
-    queue: asyncio.Queue[Numbered | None] = asyncio.Queue()
-    stream = ui_controller._live(SimpleNamespace(turn_id=TURN, queue=queue))  # type: ignore[arg-type]
+    turn = a_turn(uuid.UUID(TURN))
+    stream = ui_controller._live(turn)
 
     assert await anext(stream) == b": keep-alive\n\n"
-    for event in [TURN_EVENT, (2, "delta", {"text": "Hi"}), (3, "done", done()), None]:
-        queue.put_nowait(event)
+    for name, data in [("turn", TURN_EVENT[2]), ("delta", {"text": "Hi"}), ("done", done())]:
+        turn.emit((name, data))
+    turn.end()
     body = await anext(stream)
     with pytest.raises(StopAsyncIteration):
         await anext(stream)
