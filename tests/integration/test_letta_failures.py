@@ -21,6 +21,8 @@ from litestar.testing import AsyncTestClient
 
 from devstack.keys import SigningKey
 from devstack.sse import parse_json_events
+from service.chat import service as chat_service_module
+from service.chat import store as chat_store
 from service.clients import letta as letta_module
 from tests.integration.support import app_client, assert_problem, ready_user
 
@@ -214,3 +216,39 @@ async def test_a_garbled_answer_after_the_stream_does_not_leave_the_turn_without
         ["GET", "/v1/runs/run-1/usage"],
     ]
     assert await stored(db, user_id) == [("user", "hi", "complete"), ("assistant", "Partial", "complete")]
+
+
+async def test_a_turn_whose_stream_is_slow_to_open_keeps_its_lease(
+    database_url: str,
+    db: asyncpg.Connection[Any],
+    signing_key: SigningKey,
+    letta_socket,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Under load Letta has taken longer to start answering than a lease lasts. The lease must be renewed from the
+    moment the turn begins, not only once the stream is open: a lease that expired meanwhile let the recovery fail
+    a turn that was still running, and its reply was then lost (found by bench/chat.py at 200 streams)."""
+    monkeypatch.setattr(chat_store, "LEASE_SECONDS", 1)
+    monkeypatch.setattr(chat_service_module, "LEASE_RENEW_SECONDS", 0.2)
+    user_id, headers = await ready_user(database_url, signing_key)
+    lease_live_at_answer: list[bool] = []
+
+    async def slow_to_open(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(2.5)  # two and a half leases
+        conn = await asyncpg.connect(database_url)
+        try:
+            lease_live_at_answer.append(
+                await conn.fetchval(
+                    "select expires_at > now() from private.chat_turn_leases where user_id = $1", user_id
+                )
+            )
+        finally:
+            await conn.close()
+        await answers(reader, writer)
+
+    letta = FakeLetta(slow_to_open)
+    async with app_for(database_url, signing_key, letta_socket(letta)) as client:
+        response = await client.post("/api/v1/chat/message", headers=headers, json={"content": "take your time"})
+    assert response.status_code == 200, response.text
+    assert lease_live_at_answer == [True]
+    assert await stored(db, user_id) == [("user", "take your time", "complete"), ("assistant", "Partial", "complete")]
