@@ -1,7 +1,8 @@
 """The reference web client (examples/web) in a real browser: Debian's Chromium driven by Playwright, against the
 whole local stack. The app is the production build, served by ``vite preview``; it signs up and in with supabase-js
 against the GoTrue double, chats through ``useChat`` on the AI SDK endpoint, and reads threads and history through
-the service (the local stack has no PostgREST).
+the service (``test_web_client_supabase.py`` runs the build that reads with supabase-js, through the PostgREST
+double).
 
 Screenshots of the main screens go to ``.devstack/run/test/screenshots``; with ``UPDATE_SCREENSHOTS=1``, to
 ``docs/screenshots`` (the README's).
