@@ -25,14 +25,17 @@ async def stored_turn(client: StackClient, turn_id: str) -> dict[str, dict[str, 
     return {row["role"]: dict(row) for row in rows}
 
 
-async def start_turn_then(client: StackClient, user: User, content: str, action: Any) -> str:
-    """Stream a turn; at its first delta run ``action`` (which may kill the service) and hang up."""
+async def start_turn_then(
+    client: StackClient, user: User, content: str, action: Any, thread_id: str | None = None
+) -> str:
+    """Stream a turn (in the default thread, or ``thread_id``); at its first delta run ``action`` (which may kill
+    the service) and hang up."""
     turn_id = None
     async with client.http.stream(
         "POST",
         f"{client.stack.config.service_url}/api/v1/chat/message",
         headers={**user.headers, "Accept": "text/event-stream"},
-        json={"content": content},
+        json={"content": content, **({"thread_id": thread_id} if thread_id else {})},
         timeout=60,
     ) as response:
         async for name, data in aiter_json_events(response):

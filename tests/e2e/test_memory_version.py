@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from devstack.sse import aiter_json_events
-from tests.e2e.conftest import StackClient, User
+from tests.e2e.conftest import StackClient
+from tests.e2e.test_durable_turns import start_turn_then
 from tests.e2e.test_metrics import scrape, value
 from tests.e2e.test_threads import new_thread, say, url
 
@@ -125,26 +125,6 @@ async def test_a_branch_is_compiled_by_its_fork_and_needs_no_recompile(client: S
     assert await recompiles(client) == start + 1
 
 
-async def start_thread_turn_then(client: StackClient, user: User, content: str, thread_id: str, action: Any) -> str:
-    """Stream a turn in a thread; at its first delta run ``action`` (which may kill the service) and hang up."""
-    turn_id = None
-    async with client.http.stream(
-        "POST",
-        url(client, "/api/v1/chat/message"),
-        headers={**user.headers, "Accept": "text/event-stream"},
-        json={"content": content, "thread_id": thread_id},
-        timeout=60,
-    ) as response:
-        async for name, data in aiter_json_events(response):
-            if name == "turn":
-                turn_id = data["turn_id"]
-            if name == "delta":
-                break
-        assert turn_id
-        await action()
-    return turn_id
-
-
 async def test_a_memory_edit_recovered_after_its_replica_died_reaches_every_thread(client: StackClient) -> None:
     user = await client.sign_up("Rae")
     other = await new_thread(client, user)
@@ -156,7 +136,7 @@ async def test_a_memory_edit_recovered_after_its_replica_died_reaches_every_thre
         await asyncio.to_thread(client.stack.start_service)
 
     # The memory tool ran before the reply's first delta; the replica dies before it stores the turn.
-    turn_id = await start_thread_turn_then(client, user, "remember that my cat is Miso", teller["id"], kill_and_restart)
+    turn_id = await start_turn_then(client, user, "remember that my cat is Miso", kill_and_restart, teller["id"])
     agent_id = (await client.profile(user.id) or {})["letta_agent_id"]
     deadline = time.monotonic() + 30
     while any(

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -19,6 +21,8 @@ from litestar.testing import AsyncTestClient
 
 from devstack.gotrue import sign_up
 from devstack.keys import SigningKey
+from devstack.migrate import MIGRATIONS_DIR, apply_migrations_async
+from devstack.postgres import LocalPostgres
 from service.app import create_app
 from service.settings import Settings, load_settings
 
@@ -97,3 +101,19 @@ def assert_problem(response: Any, status: int) -> dict[str, Any]:
     assert body["title"] and body["detail"]
     assert body["request_id"] == response.headers["x-request-id"]
     return body
+
+
+async def database_before_migration(pg_cluster: LocalPostgres, tmp_path: Path, version: str) -> tuple[str, str]:
+    """A new database with every migration older than ``version`` applied (the schema a migration finds in a
+    project that has data); returns its name (to drop it) and URL. ``apply_migrations_async(url,
+    bootstrap=False)`` then applies the rest, ``version`` first."""
+    name = f"m_{uuid.uuid4().hex[:12]}"
+    pg_cluster.create_database(name)
+    url = pg_cluster.url(name)
+    before = tmp_path / "before"
+    before.mkdir()
+    for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
+        if path.name < version:
+            shutil.copy(path, before / path.name)
+    await apply_migrations_async(url, bootstrap=True, migrations_dir=before)
+    return name, url

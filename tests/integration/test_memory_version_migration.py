@@ -3,7 +3,6 @@ existing thread's compiled version is unknown, so its conversation is recompiled
 
 from __future__ import annotations
 
-import shutil
 import uuid
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 
 from devstack.migrate import MIGRATIONS_DIR, apply_migrations_async
 from devstack.postgres import LocalPostgres
+from tests.integration.support import database_before_migration
 
 pytestmark = pytest.mark.integration
 
@@ -21,15 +21,7 @@ MEMORY_VERSION = "20261130000900"
 async def test_existing_profiles_start_at_zero_and_existing_conversations_are_recompiled_once(
     pg_cluster: LocalPostgres, tmp_path: Path
 ) -> None:
-    name = f"m_{uuid.uuid4().hex[:12]}"
-    pg_cluster.create_database(name)
-    url = pg_cluster.url(name)
-    before = tmp_path / "before"
-    before.mkdir()
-    for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
-        if path.name < MEMORY_VERSION:
-            shutil.copy(path, before / path.name)
-    await apply_migrations_async(url, bootstrap=True, migrations_dir=before)
+    name, url = await database_before_migration(pg_cluster, tmp_path, MEMORY_VERSION)
 
     conn = await asyncpg.connect(url)
     try:

@@ -3,7 +3,6 @@ thread, every user gets one, and writers that name no thread keep working."""
 
 from __future__ import annotations
 
-import shutil
 import uuid
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 
 from devstack.migrate import MIGRATIONS_DIR, apply_migrations_async
 from devstack.postgres import LocalPostgres
+from tests.integration.support import database_before_migration
 
 pytestmark = pytest.mark.integration
 
@@ -19,15 +19,7 @@ THREADS = "20261130000600"
 
 
 async def test_existing_messages_move_into_each_users_default_thread(pg_cluster: LocalPostgres, tmp_path: Path) -> None:
-    name = f"m_{uuid.uuid4().hex[:12]}"
-    pg_cluster.create_database(name)
-    url = pg_cluster.url(name)
-    before = tmp_path / "before"
-    before.mkdir()
-    for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
-        if path.name < THREADS:
-            shutil.copy(path, before / path.name)
-    await apply_migrations_async(url, bootstrap=True, migrations_dir=before)
+    name, url = await database_before_migration(pg_cluster, tmp_path, THREADS)
 
     conn = await asyncpg.connect(url)
     try:
