@@ -107,6 +107,9 @@ class AgentService:
                         label=label,
                         limit=limit,
                     )
+            # Bumped before Letta has the edit, so that a database that fails after it cannot leave the threads
+            # stale for good (a database that fails here stops the edit before Letta has it) ...
+            await self.lifecycle.db.execute(store.MEMORY_EDITED, profile.id)
             for label, value in updates.items():
                 sent = True
                 await self.letta.update_block(agent_id, label, value)
@@ -114,8 +117,8 @@ class AgentService:
             raise agent_unreachable(exc) from exc
         finally:
             if sent:
-                # After Letta has the edit, so that a turn that reads the new version compiles the edited memory;
-                # after a failure too: a block may have changed before it.
+                # ... and after it, so that a turn that began meanwhile and compiled the memory before the edit
+                # does not count as compiled at the newest version; after a failure too: a block may have changed.
                 await self.lifecycle.db.execute(store.MEMORY_EDITED, profile.id)
         return await self.memory(agent_id, None, 0)
 

@@ -85,12 +85,13 @@ async def test_a_memory_edit_through_the_api_reaches_a_thread_at_its_next_turn(c
         url(client, "/api/v1/agent/memory"), headers=user.headers, json={"human": "User's name: Oli. Has a dog, Rex."}
     )
     assert patched.status_code == 200, patched.text
-    assert await versions(client, thread) == (1, 0)
+    # Bumped before Letta has the edit and again after it.
+    assert await versions(client, thread) == (2, 0)
 
     answer = await say(client, user, "What is my dog called?", thread["id"])
     assert "Rex" in answer["content"], answer["content"]
     assert await recompiles(client) == start + 1
-    assert await versions(client, thread) == (1, 1)
+    assert await versions(client, thread) == (2, 2)
 
     # A conversation compiled at a version not known (a thread older than the memory versions) is recompiled once.
     await client.db.execute(
@@ -99,7 +100,7 @@ async def test_a_memory_edit_through_the_api_reaches_a_thread_at_its_next_turn(c
     for _ in range(2):
         assert "Rex" in (await say(client, user, "What is my dog called?", thread["id"]))["content"]
     assert await recompiles(client) == start + 2
-    assert await versions(client, thread) == (1, 1)
+    assert await versions(client, thread) == (2, 2)
 
 
 async def test_a_branch_is_compiled_by_its_fork_and_needs_no_recompile(client: StackClient) -> None:
