@@ -252,3 +252,36 @@ async def test_a_turn_whose_stream_is_slow_to_open_keeps_its_lease(
     assert response.status_code == 200, response.text
     assert lease_live_at_answer == [True]
     assert await stored(db, user_id) == [("user", "take your time", "complete"), ("assistant", "Partial", "complete")]
+
+
+async def test_a_cancel_while_letta_is_still_opening_the_stream_stops_the_turn(
+    database_url: str,
+    db: asyncpg.Connection[Any],
+    signing_key: SigningKey,
+    letta_socket,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A stop asked on another replica before Letta starts answering reaches the turn (the lease keeper has it from
+    the statement that starts it): the run Letta then starts is cancelled, and the turn is stored as cancelled."""
+    monkeypatch.setattr(chat_service_module, "LEASE_RENEW_SECONDS", 0.2)
+    user_id, headers = await ready_user(database_url, signing_key)
+
+    async def stopped_while_opening(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = await asyncpg.connect(database_url)
+        try:  # what ChatService.request_cancel on another replica records first
+            assert await conn.fetchrow(chat_store.REQUEST_CANCEL, user_id) is not None
+        finally:
+            await conn.close()
+        await asyncio.sleep(1.0)  # a few renewals: this replica acts on it while the stream is still opening
+        await answers(reader, writer)
+
+    letta = FakeLetta(stopped_while_opening)
+    async with app_for(database_url, signing_key, letta_socket(letta)) as client:
+        response = await client.post("/api/v1/chat/message", headers=headers, json={"content": "never mind"})
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "cancelled", response.text
+    # Every active run of the agent while the run id was unknown, then the run of the stream that opened.
+    assert [line.split()[1] for line, _ in letta.cancels] == ["/v1/agents/agent-x/messages/cancel"] * 2
+    rows = await stored(db, user_id)
+    assert [(role, status) for role, _, status in rows] == [("user", "complete"), ("assistant", "cancelled")], rows
+    assert rows[1][1] == ""  # nothing of the reply was read: the stream was closed as soon as it opened
