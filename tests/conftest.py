@@ -13,10 +13,14 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from devstack.migrate import apply_migrations
 from devstack.postgres import LocalPostgres
 from devstack.stack import DEVSTACK
+from service.observability import tracing
 
 TEST_PG_PORT = 55322
 # LiteLLM (imported by the double's contract test) must use its bundled price map, not fetch one.
@@ -69,3 +73,14 @@ def new_database(pg_cluster: LocalPostgres, app_template: str) -> Callable[[], s
 @pytest.fixture
 def database_url(new_database: Callable[[], str]) -> str:
     return new_database()
+
+
+@pytest.fixture
+def exporter() -> Iterator[InMemorySpanExporter]:
+    """Tracing on for the test, its spans kept in memory (unit and e2e tests of the traces)."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.start(provider)
+    yield exporter
+    tracing.stop()

@@ -5,32 +5,19 @@ Letta's call with its first token, and the statement that stores it, in that ord
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import pytest
 from litestar.testing import AsyncTestClient
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
 from devstack.stack import Stack
 from service.app import create_app
-from service.observability import tracing
 from service.settings import load_settings
 from tests.e2e.conftest import StackClient
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def exporter() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing.start(provider)
-    yield exporter
-    tracing.stop()
 
 
 def one(spans: list[ReadableSpan], name: str) -> ReadableSpan:

@@ -62,17 +62,18 @@ async def new_user_id(database_url: str) -> uuid.UUID:
 
 
 async def ready_user(
-    database_url: str, signing_key: SigningKey, *, ready: bool = True
+    database_url: str, signing_key: SigningKey, *, ready: bool = True, own_agent: bool = False
 ) -> tuple[uuid.UUID, dict[str, str]]:
-    """A user signed up GoTrue-style (profile ``pending``; ``ready`` marks the agent active) and the
-    ``Authorization`` header of their access token."""
+    """A user signed up GoTrue-style (profile ``pending``; ``ready`` marks the agent active, ``agent-x``, or with
+    ``own_agent`` an agent id no other user has) and the ``Authorization`` header of their access token."""
     user_id = await new_user_id(database_url)
     if ready:
         conn = await asyncpg.connect(database_url)
         try:
             await conn.execute(
-                "update public.user_profiles set agent_status = 'active', letta_agent_id = 'agent-x' where id = $1",
+                "update public.user_profiles set agent_status = 'active', letta_agent_id = $2 where id = $1",
                 user_id,
+                f"agent-{uuid.uuid4()}" if own_agent else "agent-x",
             )
         finally:
             await conn.close()

@@ -40,19 +40,6 @@ async def a_turn(db: asyncpg.Connection[Any], user_id: uuid.UUID, *, reply_statu
     return ids
 
 
-async def a_user(
-    db: asyncpg.Connection[Any], database_url: str, signing_key: SigningKey
-) -> tuple[uuid.UUID, dict[str, str]]:
-    """A signed-up user whose agent is ready (an agent id of their own) and their ``Authorization`` header."""
-    user_id, headers = await ready_user(database_url, signing_key, ready=False)
-    await db.execute(
-        "update public.user_profiles set agent_status = 'active', letta_agent_id = $2 where id = $1",
-        user_id,
-        f"agent-{uuid.uuid4()}",
-    )
-    return user_id, headers
-
-
 def feedback_url(message_id: Any) -> str:
     return f"/api/v1/chat/messages/{message_id}/feedback"
 
@@ -69,7 +56,7 @@ async def test_feedback_round_trip_change_and_delete(
     signing_key: SigningKey,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    user_id, headers = await a_user(db, database_url, signing_key)
+    user_id, headers = await ready_user(database_url, signing_key, own_agent=True)
     turn = await a_turn(db, user_id)
     reply = turn["assistant"]
 
@@ -127,8 +114,8 @@ async def test_feedback_round_trip_change_and_delete(
 async def test_only_your_own_finished_replies_take_feedback(
     client: AsyncTestClient[Litestar], db: asyncpg.Connection[Any], database_url: str, signing_key: SigningKey
 ) -> None:
-    owner_id, owner = await a_user(db, database_url, signing_key)
-    _, other = await a_user(db, database_url, signing_key)
+    owner_id, owner = await ready_user(database_url, signing_key, own_agent=True)
+    _, other = await ready_user(database_url, signing_key, own_agent=True)
     turn = await a_turn(db, owner_id)
     reply = turn["assistant"]
     assert (await client.put(feedback_url(reply), headers=owner, json={"rating": "up", "comment": "mine"})).is_success
@@ -182,7 +169,7 @@ async def test_a_bad_body_is_refused_and_nothing_is_stored(
     body: dict[str, Any],
     status: int,
 ) -> None:
-    user_id, headers = await a_user(db, database_url, signing_key)
+    user_id, headers = await ready_user(database_url, signing_key, own_agent=True)
     reply = (await a_turn(db, user_id))["assistant"]
     assert_problem(await client.put(feedback_url(reply), headers=headers, json=body), status)
     assert await db.fetchval("select count(*) from public.message_feedback") == 0
@@ -191,7 +178,7 @@ async def test_a_bad_body_is_refused_and_nothing_is_stored(
 async def test_the_longest_comment_is_kept_whole(
     client: AsyncTestClient[Litestar], db: asyncpg.Connection[Any], database_url: str, signing_key: SigningKey
 ) -> None:
-    user_id, headers = await a_user(db, database_url, signing_key)
+    user_id, headers = await ready_user(database_url, signing_key, own_agent=True)
     reply = (await a_turn(db, user_id))["assistant"]
     comment = "\U0001f408" * 2000  # 2000 characters, 8000 bytes, 24000 bytes as JSON escapes
     response = await client.put(

@@ -19,8 +19,8 @@ from devstack.keys import SigningKey
 from service.chat import store
 from service.chat.feedback import FeedbackService
 from service.clients.letta import LettaClient
-from tests.integration.support import UNREACHABLE, PoolFactory
-from tests.integration.test_feedback import a_turn, a_user
+from tests.integration.support import UNREACHABLE, PoolFactory, ready_user
+from tests.integration.test_feedback import a_turn
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +54,7 @@ async def rated(
 async def test_the_retry_picks_unsent_feedback_with_a_step_or_a_run_a_page_at_a_time(
     db: asyncpg.Connection[Any], database_url: str, signing_key: SigningKey
 ) -> None:
-    user_id, _ = await a_user(db, database_url, signing_key)
+    user_id, _ = await ready_user(database_url, signing_key, own_agent=True)
     due = [await rated(db, user_id) for _ in range(3)]
     due.append(await rated(db, user_id, run=False, step="step-00000000-0000-4000-8000-000000000001"))
     await rated(db, user_id, sent=True)  # Letta has it
@@ -90,7 +90,7 @@ async def test_while_letta_is_down_a_pass_makes_one_call_and_the_next_passes_wai
     unreachable_letta: LettaClient,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    user_id, _ = await a_user(db, database_url, signing_key)
+    user_id, _ = await ready_user(database_url, signing_key, own_agent=True)
     due = sorted([await rated(db, user_id) for _ in range(3)])
     interval = 0.1
     feedback = FeedbackService(await new_pool(), unreachable_letta, retry_interval_seconds=interval)

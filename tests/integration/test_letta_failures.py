@@ -218,6 +218,15 @@ async def test_a_garbled_answer_after_the_stream_does_not_leave_the_turn_without
     assert await stored(db, user_id) == [("user", "hi", "complete"), ("assistant", "Partial", "complete")]
 
 
+async def row_apart(database_url: str, statement: str, *args: Any) -> asyncpg.Record | None:
+    """A statement on a connection of its own: the fake Letta runs in another event loop than the test's pool."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        return await conn.fetchrow(statement, *args)
+    finally:
+        await conn.close()
+
+
 async def test_a_turn_whose_stream_is_slow_to_open_keeps_its_lease(
     database_url: str,
     db: asyncpg.Connection[Any],
@@ -235,15 +244,10 @@ async def test_a_turn_whose_stream_is_slow_to_open_keeps_its_lease(
 
     async def slow_to_open(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await asyncio.sleep(2.5)  # two and a half leases
-        conn = await asyncpg.connect(database_url)
-        try:
-            lease_live_at_answer.append(
-                await conn.fetchval(
-                    "select expires_at > now() from private.chat_turn_leases where user_id = $1", user_id
-                )
-            )
-        finally:
-            await conn.close()
+        lease = await row_apart(
+            database_url, "select expires_at > now() as live from private.chat_turn_leases where user_id = $1", user_id
+        )
+        lease_live_at_answer.append(lease is not None and lease["live"])
         await answers(reader, writer)
 
     letta = FakeLetta(slow_to_open)
@@ -267,11 +271,8 @@ async def test_a_cancel_while_letta_is_still_opening_the_stream_stops_the_turn(
     user_id, headers = await ready_user(database_url, signing_key)
 
     async def stopped_while_opening(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        conn = await asyncpg.connect(database_url)
-        try:  # what ChatService.request_cancel on another replica records first
-            assert await conn.fetchrow(chat_store.REQUEST_CANCEL, user_id) is not None
-        finally:
-            await conn.close()
+        # What ChatService.request_cancel on another replica records first.
+        assert await row_apart(database_url, chat_store.REQUEST_CANCEL, user_id) is not None
         await asyncio.sleep(1.0)  # a few renewals: this replica acts on it while the stream is still opening
         await answers(reader, writer)
 

@@ -23,19 +23,6 @@ SEARCH = "/api/v1/chat/search"
 START, STOP = "\ue000", "\ue001"
 
 
-async def a_user(
-    db: asyncpg.Connection[Any], database_url: str, signing_key: SigningKey
-) -> tuple[uuid.UUID, dict[str, str]]:
-    """A signed-up user whose agent is ready (an agent id of their own) and their ``Authorization`` header."""
-    user_id, headers = await ready_user(database_url, signing_key, ready=False)
-    await db.execute(
-        "update public.user_profiles set agent_status = 'active', letta_agent_id = $2 where id = $1",
-        user_id,
-        f"agent-{uuid.uuid4()}",
-    )
-    return user_id, headers
-
-
 async def a_message(
     db: asyncpg.Connection[Any],
     user_id: uuid.UUID,
@@ -73,8 +60,8 @@ async def search(client: AsyncTestClient[Litestar], headers: dict[str, str], **p
 async def test_ranked_results_with_snippets_threads_and_isolation(
     client: AsyncTestClient[Litestar], db: asyncpg.Connection[Any], database_url: str, signing_key: SigningKey
 ) -> None:
-    ann, ann_headers = await a_user(db, database_url, signing_key)
-    bob, bob_headers = await a_user(db, database_url, signing_key)
+    ann, ann_headers = await ready_user(database_url, signing_key, own_agent=True)
+    bob, bob_headers = await ready_user(database_url, signing_key, own_agent=True)
     pets = await a_thread(client, ann_headers, "Pets")
     once = await a_message(db, ann, "My cat Miso sleeps on the sofa all afternoon")
     most = await a_message(
@@ -116,7 +103,7 @@ async def test_ranked_results_with_snippets_threads_and_isolation(
 async def test_long_message_snippet_is_fragments_around_the_matches(
     client: AsyncTestClient[Litestar], db: asyncpg.Connection[Any], database_url: str, signing_key: SigningKey
 ) -> None:
-    user_id, headers = await a_user(db, database_url, signing_key)
+    user_id, headers = await ready_user(database_url, signing_key, own_agent=True)
     filler = " ".join(f"word{n}" for n in range(200))
     await a_message(db, user_id, f"{filler} then the giraffe appears {filler} and a giraffe again {filler}")
     (hit,) = (await search(client, headers, q="giraffe"))["results"]
@@ -129,8 +116,8 @@ async def test_long_message_snippet_is_fragments_around_the_matches(
 async def test_thread_filter(
     client: AsyncTestClient[Litestar], db: asyncpg.Connection[Any], database_url: str, signing_key: SigningKey
 ) -> None:
-    ann, ann_headers = await a_user(db, database_url, signing_key)
-    bob, bob_headers = await a_user(db, database_url, signing_key)
+    ann, ann_headers = await ready_user(database_url, signing_key, own_agent=True)
+    bob, bob_headers = await ready_user(database_url, signing_key, own_agent=True)
     trip, work = await a_thread(client, ann_headers, "Trip"), await a_thread(client, ann_headers, "Work")
     in_trip = await a_message(db, ann, "the train to Lisbon leaves at nine", thread_id=trip)
     await a_message(db, ann, "the Lisbon office report is due", thread_id=work)
@@ -150,7 +137,7 @@ async def test_thread_filter(
 async def test_keyset_pages_have_no_duplicates_or_gaps(
     client: AsyncTestClient[Litestar], db: asyncpg.Connection[Any], database_url: str, signing_key: SigningKey
 ) -> None:
-    user_id, headers = await a_user(db, database_url, signing_key)
+    user_id, headers = await ready_user(database_url, signing_key, own_agent=True)
     # Ranks from 1 to 4 mentions, and many equal ranks (the same text): the id breaks the ties.
     matching = set()
     for n in range(23):
@@ -183,7 +170,7 @@ async def test_keyset_pages_have_no_duplicates_or_gaps(
 async def test_bounded_queries_are_refused_with_problems(
     client: AsyncTestClient[Litestar], db: asyncpg.Connection[Any], database_url: str, signing_key: SigningKey
 ) -> None:
-    user_id, headers = await a_user(db, database_url, signing_key)
+    user_id, headers = await ready_user(database_url, signing_key, own_agent=True)
     await a_message(db, user_id, "the cat sat on the mat")
 
     refused = {
@@ -220,7 +207,7 @@ async def test_bounded_queries_are_refused_with_problems(
 async def test_a_deleted_threads_messages_are_not_found(
     client: AsyncTestClient[Litestar], db: asyncpg.Connection[Any], database_url: str, signing_key: SigningKey
 ) -> None:
-    user_id, headers = await a_user(db, database_url, signing_key)
+    user_id, headers = await ready_user(database_url, signing_key, own_agent=True)
     doomed = await a_thread(client, headers, "Doomed")
     await a_message(db, user_id, "the password hint is walrus", thread_id=doomed)
     kept = await a_message(db, user_id, "a walrus at the zoo")
@@ -236,7 +223,7 @@ async def test_the_frontends_function_answers_as_the_route(
 ) -> None:
     """``supabase.rpc('search_messages', ...)``: PostgREST switches to ``authenticated`` with the token's claims and
     calls the function; the rows are the route's, and its paging arguments are the last row's rank and id."""
-    user_id, headers = await a_user(db, database_url, signing_key)
+    user_id, headers = await ready_user(database_url, signing_key, own_agent=True)
     for n in range(7):
         await a_message(db, user_id, " ".join(["otter"] * (1 + n % 3)) + f" number {n}")
     route = (await search(client, headers, q="otter", limit=50))["results"]
@@ -263,7 +250,7 @@ async def test_the_frontends_function_answers_as_the_route(
 async def test_search_has_its_own_rate_limit(
     database_url: str, db: asyncpg.Connection[Any], signing_key: SigningKey
 ) -> None:
-    _, headers = await a_user(db, database_url, signing_key)
+    _, headers = await ready_user(database_url, signing_key, own_agent=True)
     async with app_client(database_url, signing_key, RATE_LIMIT_SEARCH_PER_MINUTE="2") as client:
         for _ in range(2):
             assert (await client.get(SEARCH, headers=headers, params={"q": "cat"})).status_code == 200
@@ -272,5 +259,5 @@ async def test_search_has_its_own_rate_limit(
         assert (body["code"], body["bucket"]) == ("rate_limited", "search")
         assert int(refused.headers["retry-after"]) > 0
         # Per user: another user still searches.
-        _, other = await a_user(db, database_url, signing_key)
+        _, other = await ready_user(database_url, signing_key, own_agent=True)
         assert (await client.get(SEARCH, headers=other, params={"q": "cat"})).status_code == 200

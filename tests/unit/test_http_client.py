@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -16,7 +16,6 @@ from service.clients.letta import LettaClient
 
 OTID = "0c4d2e1f-0000-4000-8000-000000000003"  # the stored user message id a turn carries
 
-Behaviour = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 OK = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok"
 
 
@@ -25,20 +24,6 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
     limits = httpx.Limits(max_connections=10, max_keepalive_connections=5)
     async with http_client(limits=limits, timeout=httpx.Timeout(5.0, read=0.3)) as client:
         yield client
-
-
-@pytest.fixture
-async def serve() -> AsyncIterator[Callable[[Behaviour], Awaitable[str]]]:
-    servers: list[asyncio.Server] = []
-
-    async def start(behaviour: Behaviour) -> str:
-        server = await asyncio.start_server(behaviour, "127.0.0.1", 0)
-        servers.append(server)
-        return f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-
-    yield start
-    for server in servers:
-        server.close()
 
 
 def unused_port() -> int:

@@ -9,7 +9,7 @@ import contextlib
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from decimal import Decimal
 from types import SimpleNamespace
 
@@ -36,26 +36,11 @@ from service.observability.metrics import (
 )
 from service.observability.upstream import Upstreams
 from service.rate_limit import PostgresRateLimiter
-
-Behaviour = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+from tests.unit.conftest import Behaviour
 
 
 def value(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
-
-
-@pytest.fixture
-async def serve() -> AsyncIterator[Callable[[Behaviour], Awaitable[str]]]:
-    servers: list[asyncio.Server] = []
-
-    async def start(behaviour: Behaviour) -> str:
-        server = await asyncio.start_server(behaviour, "127.0.0.1", 0)
-        servers.append(server)
-        return f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-
-    yield start
-    for server in servers:
-        server.close()
 
 
 def answering(status: int, body: bytes = b"{}", *, delay: float = 0.0) -> Behaviour:

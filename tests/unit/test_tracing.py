@@ -12,16 +12,12 @@ import socket
 import sys
 import threading
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import httpx
 import pytest
 from litestar import Litestar, get
 from litestar.params import FromPath
 from litestar.testing import AsyncTestClient
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
 from service.chat import store as chat_store
@@ -29,8 +25,8 @@ from service.clients.http import http_client
 from service.clients.letta import LettaClient
 from service.observability import tracing
 from service.settings import SettingsError, load_settings
+from tests.unit.conftest import Behaviour
 
-Behaviour = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 BASE_ENV = {
     "DATABASE_URL": "postgresql://u:p@127.0.0.1:9/db",
     "SUPABASE_URL": "http://127.0.0.1:54321",
@@ -38,30 +34,6 @@ BASE_ENV = {
     "LITELLM_BASE_URL": "http://127.0.0.1:9",
     "LITELLM_MASTER_KEY": "sk-unused",
 }
-
-
-@pytest.fixture
-def exporter() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing.start(provider)
-    yield exporter
-    tracing.stop()
-
-
-@pytest.fixture
-async def serve() -> AsyncIterator[Callable[[Behaviour], Awaitable[str]]]:
-    servers: list[asyncio.Server] = []
-
-    async def start(behaviour: Behaviour) -> str:
-        server = await asyncio.start_server(behaviour, "127.0.0.1", 0)
-        servers.append(server)
-        return f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-
-    yield start
-    for server in servers:
-        server.close()
 
 
 def recording(heads: list[bytes], status: int = 200) -> Behaviour:
