@@ -3,8 +3,11 @@
 It is stored under RLS (``public.message_feedback``) and shown with its message in the history and the export.
 When the reply's Letta step is known (found from the reply's run) the rating also goes to Letta's step feedback,
 after the request: ``letta_sent_at`` records that Letta has it. A send that failed (Letta down, the replica stopped)
-is logged, the feedback stays stored, and every replica's retry loop sends it again later (``run``): a page of such
-feedback per pass, stopping at the first sign that Letta is down and then waiting longer after each failed pass.
+is logged, the feedback stays stored, and every replica's retry loop sends it again later (``run``): each pass
+claims such feedback one at a time (one replica sends it, the others skip it), up to ``RETRY_BATCH``, stopping at
+the first sign that Letta is down and then waiting longer after each failed pass. Each feedback has
+``RETRY_ATTEMPTS`` attempts, the wait before the next doubling from the retry interval (about 34 hours in all at
+the default 60 s); then it is given up, logged, and kept here only.
 A removal that did not reach Letta is not retried (there is no row left to say so). Letta keeps a rating only
 (``positive`` / ``negative``, or none once removed): a step has no field for the comment, which stays here.
 """
@@ -33,6 +36,7 @@ LETTA_FEEDBACK = {"up": "positive", "down": "negative"}
 # Sends to Letta for one change before giving up to the sender of a newer change (each change starts its own).
 SEND_ROUNDS = 3
 RETRY_BATCH = 20  # feedback sent again per pass of the retry loop, one after another
+RETRY_ATTEMPTS = 12  # per feedback, the waits between them interval * 2^0 ... 2^10 (2047 intervals in all)
 RETRY_BACKOFF_CAP_SECONDS = 600.0  # the longest wait between passes while Letta stays down
 
 
@@ -53,14 +57,15 @@ class FeedbackService:
         self.letta = letta
         self.retry_interval = retry_interval_seconds
         self._detached = Detached()
-        self._retry_after: uuid.UUID | None = None  # the retry's place in the unsent feedback (None: the start)
         self._failed_passes = 0  # in a row, on Letta being down
         self._resume_at = 0.0  # time.monotonic() before which the retry does not call Letta
 
     async def put(self, user_id: uuid.UUID, message_id: uuid.UUID, data: FeedbackIn) -> MessageFeedback:
         """Rate a reply (again: the new rating and comment replace the old)."""
         comment = data.comment if data.comment and data.comment.strip() else None
-        row = _rateable(await self.db.fetchrow(store.PUT_FEEDBACK, message_id, user_id, data.rating, comment))
+        row = _rateable(
+            await self.db.fetchrow(store.PUT_FEEDBACK, message_id, user_id, data.rating, comment, self.retry_interval)
+        )
         if row["unsent"]:
             self._send_later(message_id, None)
         return MessageFeedback.of(row)
@@ -104,20 +109,26 @@ class FeedbackService:
             logger.warning("feedback not sent to Letta", extra={"message_id": str(message_id), "error": repr(exc)})
 
     async def retry_unsent(self) -> int:
-        """One pass of the retry loop: send up to ``RETRY_BATCH`` feedback Letta does not have (``UNSENT_FEEDBACK``),
-        in message order, a pass taking up where the last one stopped; returns how many Letta now has.
+        """One pass of the retry loop: claim and send, one at a time, up to ``RETRY_BATCH`` feedback Letta does not
+        have (``CLAIM_UNSENT_FEEDBACK``: the longest due first); returns how many Letta now has.
 
         A transient failure (Letta unreachable, timing out, 5xx) ends the pass and skips the next passes for a
         backoff that grows with each failed pass: a Letta that is down gets one call per wait, not a page per
-        interval. Any other refusal (a step Letta no longer has) skips that feedback until the next round."""
+        interval. Any other refusal (a step Letta no longer has) leaves that feedback to its next attempt. A
+        feedback whose last attempt fails is given up (logged)."""
         if time.monotonic() < self._resume_at:
             return 0
-        rows = await self.db.fetch(store.UNSENT_FEEDBACK, self.retry_interval, self._retry_after, RETRY_BATCH)
         sent = 0
-        for row in rows:
-            message_id = row["message_id"]
+        for _ in range(RETRY_BATCH):
+            row = await self.db.fetchrow(store.CLAIM_UNSENT_FEEDBACK, self.retry_interval, RETRY_ATTEMPTS)
+            if row is None:
+                break
+            if row["nowhere"]:
+                continue  # no Letta run or step for the reply: kept here only (its sender said so)
+            message_id, attempt = row["message_id"], row["attempt"]
+            delivered = False
             try:
-                sent += await self.send(message_id)
+                delivered = await self.send(message_id)
             except UpstreamError as exc:
                 if exc.transient:
                     self._failed_passes += 1
@@ -127,13 +138,21 @@ class FeedbackService:
                         "feedback retry: Letta unavailable",
                         extra={"message_id": str(message_id), "error": str(exc), "retry_in_seconds": round(wait, 3)},
                     )
+                    self._given_up_if_last(message_id, attempt)
                     return sent
                 logger.warning("feedback not sent to Letta", extra={"message_id": str(message_id), "error": str(exc)})
-            self._retry_after = message_id
-        if len(rows) < RETRY_BATCH:
-            self._retry_after = None  # the end of the unsent feedback: the next pass starts over
+            sent += delivered
+            if not delivered:
+                self._given_up_if_last(message_id, attempt)
         self._failed_passes = 0
         return sent
+
+    @staticmethod
+    def _given_up_if_last(message_id: uuid.UUID, attempt: int) -> None:
+        if attempt >= RETRY_ATTEMPTS:
+            logger.warning(
+                "feedback given up: kept here, not in Letta", extra={"message_id": str(message_id), "attempts": attempt}
+            )
 
     async def run(self, stop: asyncio.Event) -> None:
         """The retry loop every replica runs, a pass every ``retry_interval`` seconds."""

@@ -244,17 +244,20 @@ async def all_messages(
 
 # -- feedback on the assistant's replies (service.chat.feedback) ------------------------------------------------
 # The caller's message (no row: not theirs, or none) and, when it is an assistant's reply that is not being
-# written, its feedback stored: created, or replaced. Letta must hear of it again only if the rating changed.
-# $1 message, $2 user, $3 rating, $4 comment.
+# written, its feedback stored: created, or replaced. Letta must hear of it again only if the rating changed; the
+# retry may send it $5 seconds from now (its own sender has that long), with all its attempts again.
+# $1 message, $2 user, $3 rating, $4 comment, $5 the retry interval.
 PUT_FEEDBACK = """
     with message as (
         select id, user_id, role, status from public.messages where id = $1 and user_id = $2
     ),
     saved as (
-        insert into public.message_feedback as f (message_id, user_id, rating, comment)
-        select id, user_id, $3, $4 from message where role = 'assistant' and status <> 'pending'
+        insert into public.message_feedback as f (message_id, user_id, rating, comment, letta_retry_at)
+        select id, user_id, $3, $4, now() + make_interval(secs => $5)
+        from message where role = 'assistant' and status <> 'pending'
         on conflict (message_id) do update set rating = excluded.rating, comment = excluded.comment,
-            letta_sent_at = case when f.rating = excluded.rating then f.letta_sent_at end
+            letta_sent_at = case when f.rating = excluded.rating then f.letta_sent_at end,
+            letta_attempts = 0, letta_retry_at = excluded.letta_retry_at
         returning rating, comment, created_at, updated_at, letta_sent_at is null as unsent
     )
     select message.role, message.status, saved.* from message left join saved on true
@@ -294,17 +297,29 @@ FEEDBACK_SENT = """
         or ($2::text is null and not exists (select 1 from public.message_feedback where message_id = $1))
 """
 
-# Feedback Letta does not have (its send failed, or its replica stopped first), unchanged for $1 seconds (the
-# change's own sender has had that long), with a step to send it to or a run to find one in: the next $3 after
-# message $2 (null: from the first), by the partial index of unsent feedback (migration 20261130001100).
-UNSENT_FEEDBACK = """
-    select f.message_id
-    from public.message_feedback f join public.messages m on m.id = f.message_id
-    where f.letta_sent_at is null and f.updated_at < now() - make_interval(secs => $1)
-      and (f.letta_step_id is not null or m.letta_run_id is not null)
-      and ($2::uuid is null or f.message_id > $2)
-    order by f.message_id
-    limit $3
+# The next feedback Letta does not have (its send failed, or its replica stopped first) that a retry may send now,
+# claimed: locked against the other replicas' claims (skip locked), its attempt counted and its next retry moved
+# ahead by $1 seconds times 2^(attempts before it), or to 'infinity' on attempt $2 (the last) or when the reply has
+# no Letta run or step to send it to (``nowhere``). By the partial index of unsent feedback (migration
+# 20261130001200); none due: no row.
+CLAIM_UNSENT_FEEDBACK = """
+    with due as (
+        select f.message_id, f.letta_step_id is null and m.letta_run_id is null as nowhere
+        from public.message_feedback f join public.messages m on m.id = f.message_id
+        where f.letta_sent_at is null and f.letta_retry_at <= now()
+        order by f.letta_retry_at
+        limit 1
+        for update of f skip locked
+    )
+    update public.message_feedback f
+    set letta_attempts = f.letta_attempts + 1,
+        letta_retry_at = case
+            when due.nowhere or f.letta_attempts + 1 >= $2 then 'infinity'::timestamptz
+            else now() + make_interval(secs => $1 * 2 ^ f.letta_attempts)
+        end
+    from due
+    where f.message_id = due.message_id
+    returning f.message_id, f.letta_attempts as attempt, due.nowhere
 """
 
 

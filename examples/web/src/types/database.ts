@@ -73,6 +73,8 @@ export type Database = {
         Row: {
           comment: string | null;
           created_at: string;
+          letta_attempts: number;
+          letta_retry_at: string;
           letta_sent_at: string | null;
           letta_step_id: string | null;
           message_id: string;
@@ -84,6 +86,8 @@ export type Database = {
         Insert: {
           comment?: string | null;
           created_at?: string;
+          letta_attempts?: number;
+          letta_retry_at?: string;
           letta_sent_at?: string | null;
           letta_step_id?: string | null;
           message_id: string;
@@ -94,6 +98,8 @@ export type Database = {
         Update: {
           comment?: string | null;
           created_at?: string;
+          letta_attempts?: number;
+          letta_retry_at?: string;
           letta_sent_at?: string | null;
           letta_step_id?: string | null;
           message_id?: string;
