@@ -28,7 +28,7 @@ lock-check: $(VENV)/.installed
 types: install
 	$(PY) -m devstack.web types
 
-.devstack/.installed: devstack/install.sh requirements/bootstrap.lock devstack/letta-server-0.16.8.lock $(wildcard supabase/functions/*/deno.lock) tests/e2e/ai_sdk/deno.lock examples/web/package-lock.json
+.devstack/.installed: devstack/install.sh requirements/bootstrap.lock devstack/letta-server-0.16.8.lock devstack/pgserver.lock devstack/deno/package-lock.json $(wildcard supabase/functions/*/deno.lock) tests/e2e/ai_sdk/deno.lock examples/web/package-lock.json
 	bash devstack/install.sh
 	touch $@
 

@@ -1,13 +1,12 @@
 #!/usr/bin/env bash
 # Installs the local stack's tools under .devstack/ (gitignored): PostgreSQL 16 + pgvector (pgserver
 # wheel) with pgTAP, the Letta server 0.16.8 in its own venv plus its alembic migrations, and Deno.
-# Idempotent: each step leaves a marker naming its pinned version, and a rerun skips finished steps.
+# Idempotent: each step leaves a marker naming its pinned version (or its lock file's content), and a rerun skips
+# finished steps.
 # Run from anywhere: ./devstack/install.sh
 set -euo pipefail
 
-PGSERVER_VERSION=0.1.4
 LETTA_VERSION=0.16.8
-DENO_VERSION=2.9.6
 # chromium: the browser the web client's test drives (Playwright with executable_path, never `playwright install`).
 APT_PACKAGES=(postgresql-15 postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl postgresql-client-15 chromium)
 
@@ -42,21 +41,24 @@ else
 fi
 
 # --- pgserver: a relocatable PostgreSQL 16.2 build that includes pgvector (Debian has no pgvector) --
+# The wheel's version and hashes are in devstack/pgserver.lock (`make lock`); the marker names the lock's content.
 PG_ROOT=$DS/pgserver
 PG_BIN=$PG_ROOT/pgserver/pginstall/bin
-if ! done_marker "pgserver-$PGSERVER_VERSION"; then
-    step "pgserver==$PGSERVER_VERSION -> $PG_ROOT"
+PG_LOCK=devstack/pgserver.lock
+pg_lock_sum="$(sha256sum "$PG_LOCK" | cut -c1-16)"
+if ! done_marker "pgserver-$pg_lock_sum"; then
+    step "pgserver <- $PG_LOCK -> $PG_ROOT"
     rm -rf "$PG_ROOT"
-    "$PY" -m pip install -qq --no-deps --target "$PG_ROOT" "pgserver==$PGSERVER_VERSION"
+    "$PY" -m pip install -qq --no-deps --require-hashes --target "$PG_ROOT" -r "$PG_LOCK"
     chmod +x "$PG_BIN"/*
     # pgTAP is pure SQL, so Debian's PG15 extension files work in this PG16 installation.
     ext_dir="$("$PG_BIN/pg_config" --sharedir)/extension"
     cp /usr/share/postgresql/15/extension/pgtap* "$ext_dir/"
     # The server runs as the postgres OS user: it must read/execute the whole installation.
     chmod -R a+rX "$PG_ROOT"
-    mark "pgserver-$PGSERVER_VERSION"
+    mark "pgserver-$pg_lock_sum"
 else
-    step "pgserver $PGSERVER_VERSION present"
+    step "pgserver ($PG_LOCK) present"
 fi
 chmod a+rx "$DS"
 
@@ -105,14 +107,18 @@ else
 fi
 
 # --- Deno (for supabase/functions tests): the npm package carries the native binary ---------------
+# Its version and integrity hashes are in devstack/deno/package-lock.json; the marker names the lock's content.
 DENO=$DS/node/node_modules/.bin/deno
-if ! done_marker "deno-$DENO_VERSION" || [[ ! -x $DENO ]]; then
-    step "deno@$DENO_VERSION -> $DS/node"
-    npm install -s --no-audit --no-fund --prefix "$DS/node" "deno@$DENO_VERSION"
+deno_lock_sum="$(sha256sum devstack/deno/package-lock.json | cut -c1-16)"
+if ! done_marker "deno-$deno_lock_sum" || [[ ! -x $DENO ]]; then
+    step "deno <- devstack/deno/package-lock.json -> $DS/node"
+    mkdir -p "$DS/node"
+    cp devstack/deno/package.json devstack/deno/package-lock.json "$DS/node/"
+    npm ci -s --no-audit --no-fund --prefix "$DS/node"
     "$DENO" --version | head -1
-    mark "deno-$DENO_VERSION"
+    mark "deno-$deno_lock_sum"
 else
-    step "deno $DENO_VERSION present"
+    step "deno (devstack/deno/package-lock.json) present"
 fi
 
 # --- npm dependencies of the Edge Functions and of the Vercel AI SDK client test (tests/e2e/ai_sdk), cached

@@ -3,7 +3,8 @@
 Every install takes exact versions with hashes from a lock file, so no build resolves or fetches anything
 else: ``make`` (``requirements/bootstrap.lock`` then ``requirements/dev.lock``), the Dockerfile
 (``bootstrap.lock`` then ``service.lock``) and ``devstack/install.sh`` (``bootstrap.lock`` then the Letta
-server's lock). uv compiles them for the one platform we run on, CPython 3.11 on Linux x86_64, from PyPI.
+server's lock, and the pgserver wheel's). uv compiles them for the one platform we run on, CPython 3.11 on
+Linux x86_64, from PyPI.
 
 A lock keeps the versions it already has unless its input asks for others (uv prefers the pins of an
 existing output file), so a new upstream release changes nothing until you ask for it:
@@ -36,6 +37,7 @@ class Lock:
     # What restricts versions without adding packages: the bootstrap pins wherever pip or setuptools is
     # also a dependency, and dev.lock for service.lock so that the image runs exactly what the tests ran.
     constraint: str | None
+    options: tuple[str, ...] = ()  # more `uv pip compile` options
 
 
 LOCKS = (
@@ -49,6 +51,8 @@ LOCKS = (
         (f"devstack/letta-server-{LETTA_VERSION}.requirements.txt",),
         "requirements/bootstrap.in",
     ),
+    # The wheel install.sh unpacks for its PostgreSQL binaries, without its Python dependencies.
+    Lock("devstack/pgserver.lock", ("devstack/pgserver.in",), None, ("--no-deps",)),
 )
 OUTPUTS = {lock.output for lock in LOCKS}
 
@@ -64,6 +68,7 @@ def compile_all(into: Path, extra: list[str]) -> None:
             *("--python-version", "3.11", "--python-platform", "x86_64-unknown-linux-gnu"),
             *("--custom-compile-command", "make lock"),
             *lock.sources,
+            *lock.options,
             *constraint,
             *("--output-file", _relative(into / lock.output)),
             *extra,
