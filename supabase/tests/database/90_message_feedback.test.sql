@@ -1,7 +1,7 @@
 -- Feedback on replies (public.message_feedback): one row per message, owners read their own under RLS, only the
 -- service writes; the rating and the comment are bounded; it goes with its message and with its user.
 begin;
-select plan(23);
+select plan(26);
 
 set local client_min_messages = warning;
 
@@ -57,6 +57,22 @@ select throws_ok(
 select throws_ok(
   $$ update public.message_feedback set comment = '' where message_id = 'd4d4d4d4-5555-4000-8000-000000000002' $$,
   '23514', null, 'an empty comment is no comment (null)'
+);
+select is(
+  (select array[letta_attempts::text, (letta_retry_at <= now())::text] from public.message_feedback
+   where message_id = 'd4d4d4d4-5555-4000-8000-000000000001'),
+  array['0', 'true'],
+  'a new feedback has had no delivery attempt and is due for one'
+);
+select throws_ok(
+  $$ update public.message_feedback set letta_attempts = -1
+     where message_id = 'd4d4d4d4-5555-4000-8000-000000000002' $$,
+  '23514', null, 'delivery attempts are never negative'
+);
+select ok(
+  (select pg_get_indexdef(indexrelid) like '%(letta_retry_at) WHERE (letta_sent_at IS NULL)'
+   from pg_index where indexrelid = 'public.message_feedback_retry_idx'::regclass),
+  'unsent feedback is indexed by its next retry, and only unsent feedback'
 );
 
 -- updated_at moves when the user changes the feedback, not when the service records the send to Letta.
