@@ -663,7 +663,7 @@ SEARCH_LIMIT = 20  # the API's default page size (the service asks for one row m
 SEARCHES = {"a common word": COMMON_SEARCH, "a rare word": RARE_WORD, "a two-word phrase": f'"{PHRASE}"'}
 
 
-def search_cases(who: str, user_id: uuid.UUID, matches: dict[str, int]) -> list[Case]:
+def search_cases(who: str, user_id: uuid.UUID, matches: dict[str, int], timeout_seconds: float) -> list[Case]:
     def case(label: str, query: str) -> Case:
         found = matches[query]
         return Case(
@@ -671,7 +671,9 @@ def search_cases(who: str, user_id: uuid.UUID, matches: dict[str, int]) -> list[
             f"{label}, {query} ({found:,} match{'' if found == 1 else 'es'}), first {SEARCH_LIMIT}",
             who,
             SEARCH_TARGET_MS,
-            lambda db: chat_store.search_messages(db, user_id, query, SEARCH_LIMIT + 1),
+            lambda db: chat_store.search_messages(
+                db, user_id, query, SEARCH_LIMIT + 1, timeout_seconds=timeout_seconds
+            ),
         )
 
     return [case(label, query) for label, query in SEARCHES.items()]
@@ -680,7 +682,7 @@ def search_cases(who: str, user_id: uuid.UUID, matches: dict[str, int]) -> list[
 async def count_matches(pool: Database, user_id: uuid.UUID, query: str) -> int:
     """How many of the user's messages the search finds: its own function, page after page (not measured)."""
     found, after = 0, None
-    while rows := await chat_store.search_messages(pool, user_id, query, 100, after):
+    while rows := await chat_store.search_messages(pool, user_id, query, 100, after, timeout_seconds=30):
         found += len(rows)
         after = (rows[-1]["rank"], rows[-1]["id"])
     return found
@@ -854,7 +856,8 @@ async def measure(url: str, meta: dict[str, Any], runs: int, warmup: int, with_e
                 flush=True,
             )
             matches = {query: await count_matches(pool, user_id, query) for query in SEARCHES.values()}
-            cases += history_cases(who, user_id, at) + search_cases(who, user_id, matches)
+            timeout = settings.search_timeout_seconds  # the service's, as the route passes it
+            cases += history_cases(who, user_id, at) + search_cases(who, user_id, matches, timeout)
         cases.sort(key=lambda case: ("history", "thread list", "search").index(case.group))
         load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
         print(f"  load average before: {load} (1, 5, 15 min; 2 cores shared with whatever else runs)", flush=True)

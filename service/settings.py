@@ -139,6 +139,9 @@ class Settings(BaseSettings):
     rate_limit_memory_per_minute: int = Field(30, ge=1, validation_alias="RATE_LIMIT_MEMORY_PER_MINUTE")
     # Message search (GET /api/v1/chat/search): room for search-as-you-type with a debounce.
     rate_limit_search_per_minute: int = Field(60, ge=1, validation_alias="RATE_LIMIT_SEARCH_PER_MINUTE")
+    # A search still running after this is cancelled in Postgres (statement_timeout): a query broad enough to rank
+    # most of a large history (common words or'ed together) costs at most this much database time, times the rate.
+    search_timeout_seconds: float = Field(2.0, ge=0.001, le=30, validation_alias="SEARCH_TIMEOUT_SECONDS")
 
     # --- The LLM proxy (/api/v1/llm): OpenAI-compatible calls, billed to the user's own LiteLLM key ----------------
     # Comma-separated model names (as LiteLLM knows them) users may call; unset: LLM_MODEL only.

@@ -7,6 +7,7 @@ refusals on both paths.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Annotated
 
@@ -23,10 +24,13 @@ from service.db import Database
 from service.errors import DomainError
 from service.pagination import decode_rank_cursor, encode_rank_cursor
 from service.rate_limit import SEARCH_BUCKET, rate_limit
+from service.settings import Settings
 from service.threads import store as thread_store
 from service.users.profiles import ReadyProfile
 from service.web.examples import MESSAGE_EXAMPLE, THREAD_EXAMPLE
 from service.web.openapi import NOT_READY, documented, ok, rate_limited
+
+logger = logging.getLogger("service.chat")
 
 SEARCH_EXAMPLE = {
     "results": [
@@ -68,7 +72,8 @@ class ChatSearchController(Controller):
                     "invalid_search_query",
                     "the search query has no word to look for (only common words, punctuation or excluded words)",
                 ),
-                "Empty, over 200 characters, or nothing to look for (stop words, punctuation, excluded words only)",
+                "Empty, over 200 characters, or nothing to look for (stop words, punctuation, excluded words only); "
+                "or `search_too_broad`: still ranking matches after `SEARCH_TIMEOUT_SECONDS` (2 s by default)",
             ),
             429: rate_limited(SEARCH_BUCKET, 60),  # the default RATE_LIMIT_SEARCH_PER_MINUTE
             503: NOT_READY,
@@ -78,6 +83,7 @@ class ChatSearchController(Controller):
         self,
         profile: NamedDependency[ReadyProfile],
         db: NamedDependency[Database],
+        settings: NamedDependency[Settings],
         q: Annotated[str, QueryParameter(description="what to look for (at most 200 characters)")],
         limit: Annotated[int, QueryParameter(ge=1, le=50, description="page size (1-50)")] = 20,
         before: Annotated[
@@ -89,10 +95,19 @@ class ChatSearchController(Controller):
         if "\x00" in q:  # Postgres cannot take it as text: refused here, before the function's own rules
             raise DomainError("invalid_search_query", "the search query must not contain NUL characters")
         try:
-            rows = await store.search_messages(db, profile.id, q, limit + 1, after, thread_id)
+            rows = await store.search_messages(
+                db, profile.id, q, limit + 1, after, thread_id, timeout_seconds=settings.search_timeout_seconds
+            )
         except asyncpg.InvalidParameterValueError as exc:
             # The function's own refusals, worded for users (the other 22023 causes are bounded out above).
             raise DomainError("invalid_search_query", exc.message) from exc
+        except asyncpg.QueryCanceledError as exc:
+            # Not the query's text in the log: it is the user's.
+            logger.warning(
+                "search cancelled: too broad to rank in time",
+                extra={"user_id": str(profile.id), "query_chars": len(q), "thread_id": str(thread_id or "")},
+            )
+            raise DomainError("search_too_broad") from exc
         if thread_id and not rows and not await db.fetchval(thread_store.ONE, thread_id, profile.id):
             raise no_such_thread()
         results = [SearchHit.of(row) for row in rows[:limit]]

@@ -339,11 +339,22 @@ async def search_messages(
     limit: int,
     after: tuple[float, uuid.UUID] | None = None,
     thread_id: uuid.UUID | None = None,
+    *,
+    timeout_seconds: float,
 ) -> list[asyncpg.Record]:
     """Up to ``limit`` of the user's messages that match ``query``, ranked, past the keyset position ``after``
-    (exclusive). A query the function refuses raises ``asyncpg.InvalidParameterValueError`` with its sentence."""
+    (exclusive). A query the function refuses raises ``asyncpg.InvalidParameterValueError`` with its sentence; one
+    still running after ``timeout_seconds`` is cancelled by Postgres (``asyncpg.QueryCanceledError``).
+
+    The timeout is the transaction's own (``set_config(..., true)``, i.e. SET LOCAL): it must be in force before the
+    search statement starts, and it must not stay on the pooled connection."""
     before_rank, before_id = after or (None, None)
-    return await db.fetch(SEARCH, user_id, query, limit, before_rank, before_id, thread_id)
+    async with db.acquire() as conn, conn.transaction(readonly=True):
+        await conn.execute(SET_STATEMENT_TIMEOUT, f"{max(1, round(timeout_seconds * 1000))}ms")
+        return await conn.fetch(SEARCH, user_id, query, limit, before_rank, before_id, thread_id)
+
+
+SET_STATEMENT_TIMEOUT = "select set_config('statement_timeout', $1, true)"
 
 
 # The leases of a replica's running turns renewed together ($1 users, $2 turns, $3 their Letta run ids once seen,

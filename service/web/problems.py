@@ -88,6 +88,11 @@ ERRORS: dict[str, ErrorSpec] = {
     "invalid_search_query": ErrorSpec(
         422, _PHRASE[422], "the search query needs a word to look for and at most 200 characters"
     ),
+    "search_too_broad": ErrorSpec(
+        422,
+        _PHRASE[422],
+        "the search matches too many of your messages to rank in time; add words, or search one thread",
+    ),
     "reset_in_progress": ErrorSpec(409, "Reset In Progress", "your assistant is being reset; retry in a moment"),
     "no_such_turn": ErrorSpec(404, _PHRASE[404], "no such turn"),
     "turn_expired": ErrorSpec(410, _PHRASE[410], "this turn's stream is no longer kept; read it in the history"),

@@ -1,7 +1,7 @@
 """Message search through the in-process API on the real Postgres (migrations, the GIN index, the search functions):
 ranking, snippets, the thread filter, keyset paging, refused queries, isolation between users, a deleted thread's
-messages, the rate limit, and the frontend's path (``public.search_messages`` as PostgREST calls it) answering the
-same as the route."""
+messages, the rate limit, the time limit, and the frontend's path (``public.search_messages`` as PostgREST calls
+it) answering the same as the route."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from devstack.keys import SigningKey
-from tests.integration.support import app_client, assert_problem, ready_user
+from service.chat import store as chat_store
+from tests.integration.support import PoolFactory, app_client, assert_problem, ready_user
 
 pytestmark = pytest.mark.integration
 
@@ -261,3 +262,31 @@ async def test_search_has_its_own_rate_limit(
         # Per user: another user still searches.
         _, other = await ready_user(database_url, signing_key, own_agent=True)
         assert (await client.get(SEARCH, headers=other, params={"q": "cat"})).status_code == 200
+
+
+async def test_a_search_too_broad_to_rank_in_time_is_cancelled_with_a_problem(
+    database_url: str, db: asyncpg.Connection[Any], signing_key: SigningKey, new_pool: PoolFactory
+) -> None:
+    user_id, headers = await ready_user(database_url, signing_key, own_agent=True)
+    await db.execute(
+        "insert into public.messages (user_id, turn_id, role, content) "
+        "select $1, gen_random_uuid(), 'user', 'my cat number ' || n || ' sat on mat ' || n "
+        "from generate_series(1, 30000) n",
+        user_id,
+    )
+    await a_message(db, user_id, "a quetzalcoatlus flew over")
+    # Ranking 30,000 matches takes tens of milliseconds: past a 1 ms limit, Postgres cancels it.
+    async with app_client(database_url, signing_key, SEARCH_TIMEOUT_SECONDS="0.001") as client:
+        body = assert_problem(await client.get(SEARCH, headers=headers, params={"q": "cat"}), 422)
+        assert body["code"] == "search_too_broad"
+        assert "add words" in body["detail"]
+    # At the default limit (2 s) the same search answers.
+    async with app_client(database_url, signing_key) as client:
+        assert len((await search(client, headers, q="cat", limit=50))["results"]) == 50
+
+    # The limit is the search's transaction's own: the pooled connection keeps its own setting afterwards.
+    pool = await new_pool(min_size=1, max_size=1)
+    with pytest.raises(asyncpg.QueryCanceledError):
+        await chat_store.search_messages(pool, user_id, "cat", 21, timeout_seconds=0.001)
+    assert len(await chat_store.search_messages(pool, user_id, "quetzalcoatlus", 21, timeout_seconds=1)) == 1
+    assert await pool.fetchval("show statement_timeout") == "0"

@@ -2239,7 +2239,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Empty, over 200 characters, or nothing to look for (stop words, punctuation, excluded words only) */
+            /** @description Empty, over 200 characters, or nothing to look for (stop words, punctuation, excluded words only); or `search_too_broad`: still ranking matches after `SEARCH_TIMEOUT_SECONDS` (2 s by default) */
             422: {
                 headers: {
                     [name: string]: unknown;
