@@ -29,7 +29,8 @@ A request runs as PostgREST runs it, so grants and row level security are the da
 2. on a connection as ``authenticator`` (PostgREST's login role), one transaction (read-only for reads and stable
    functions) first sets what PostgREST's ``txVarQuery`` sets: ``search_path`` (``public, extensions`` as on
    Supabase), the role's own settings (its ``statement_timeout``), ``role``, ``request.jwt.claims`` (with
-   ``role``), ``request.method``, ``request.path``, ``request.headers`` and ``request.cookies``. Not the
+   ``role``), ``request.method``, ``request.path``, ``request.headers``, ``request.cookies`` and, for a function
+   call, the function's own hoisted settings (``statement_timeout``: PostgREST 12.2+). Not the
    per-claim ``request.jwt.claim.sub``: PostgREST dropped those in v12 (``db-use-legacy-gucs``);
 3. then one statement shaped like PostgREST's (``WITH pgrst_source AS (...) SELECT ... json_agg(...)``): Postgres
    writes the JSON, as it does behind PostgREST.
@@ -210,6 +211,8 @@ class Function:
     returns_set: bool
     returns_composite: bool
     volatile: bool
+    # Its own settings that PostgREST (12.2+) applies to the call's transaction (see HOISTED_SETTINGS).
+    settings: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -248,6 +251,10 @@ join pg_catalog.pg_namespace fn on fn.oid = f.relnamespace
 where c.contype = 'f' and c.conparentid = 0 and tn.nspname = $1 and fn.nspname = $1
 order by c.conrelid, c.conname
 """
+# PostgREST's db-hoisted-tx-settings default (Config.hs: defaultHoistedAllowList): a called function's own value of
+# one of these (`create function ... set statement_timeout = '2s'`) is set for the call's transaction, last, because
+# a SET clause takes effect only once the statement (and its timer) has started.
+HOISTED_SETTINGS = frozenset({"statement_timeout", "plan_filter.statement_cost_limit", "default_transaction_isolation"})
 _FUNCTIONS_SQL = """
 select p.proname, p.provolatile::text as volatility, p.proretset,
   (r.typtype = 'c' or p.prorettype = 'pg_catalog.record'::pg_catalog.regtype) as returns_composite,
@@ -255,7 +262,9 @@ select p.proname, p.provolatile::text as volatility, p.proretset,
   coalesce(p.proargnames, array[]::text[]) as arg_names,
   coalesce(p.proargmodes::text[], array[]::text[]) as arg_modes,
   array(select pg_catalog.format_type(u.t, null)
-        from unnest(coalesce(p.proallargtypes, p.proargtypes::oid[])) with ordinality u(t, n) order by u.n) as arg_types
+        from unnest(coalesce(p.proallargtypes, p.proargtypes::oid[])) with ordinality u(t, n)
+        order by u.n) as arg_types,
+  coalesce(p.proconfig, array[]::text[]) as config
 from pg_catalog.pg_proc p
 join pg_catalog.pg_namespace n on n.oid = p.pronamespace
 join pg_catalog.pg_type r on r.oid = p.prorettype
@@ -325,7 +334,14 @@ def _function(row: asyncpg.Record) -> Function | None:
         Param(name, type_, required=i < optional_from, variadic=mode == "v")
         for i, (name, type_, mode) in enumerate(inputs)
     )
-    return Function(row["proname"], params, row["proretset"], row["returns_composite"], row["volatility"] == "v")
+    settings = tuple(
+        (key, value)
+        for key, _, value in (setting.partition("=") for setting in row["config"])
+        if key in HOISTED_SETTINGS
+    )
+    return Function(
+        row["proname"], params, row["proretset"], row["returns_composite"], row["volatility"] == "v", settings
+    )
 
 
 # -- the access token ----------------------------------------------------------------------------------------------
@@ -907,7 +923,7 @@ class PostgrestDouble:
             if method != "GET":
                 raise _method_error(method, rpc=False)
             sql, params, offset = read_statement(cache, segments[0], query)
-            readonly = True
+            readonly, function_settings = True, []
         elif len(segments) == 2 and segments[0] == "rpc" and segments[1]:
             if method != "POST":
                 raise _method_error(method, rpc=True)
@@ -916,6 +932,7 @@ class PostgrestDouble:
             args = _json_object(await read_body(receive, headers))
             sql, params, function = call_statement(cache, segments[1], args)
             offset, readonly = 0, not function.volatile
+            function_settings = list(function.settings)
         elif not segments[0]:
             raise not_implemented("The OpenAPI description (GET /)")
         else:
@@ -930,6 +947,7 @@ class PostgrestDouble:
             ("request.path", path),
             ("request.headers", json.dumps(request_headers)),
             ("request.cookies", json.dumps(_cookies(headers.get("cookie", "")))),
+            *function_settings,
         ]
         row = await self.run(pool, settings, sql, params, readonly, signed_in=role != ANON_ROLE)
         count = row["page_total"]

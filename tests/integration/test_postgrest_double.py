@@ -237,6 +237,29 @@ async def test_requests_run_with_postgrests_transaction_settings(
     )
 
 
+async def test_a_functions_own_statement_timeout_is_hoisted_as_postgrest_does(
+    http: httpx.AsyncClient, db: asyncpg.Connection[Any], database_url: str, signing_key: SigningKey
+) -> None:
+    """A function's SET clause takes effect only once its statement (and the statement's timer) has started:
+    PostgREST sets a called function's statement_timeout for the transaction first, so the function's own limit is
+    the one that holds. The search function has 2 s (migration 20261130001300), the service's default."""
+    search_config = await db.fetchval(
+        "select proconfig from pg_proc where oid = $1::text::regprocedure",
+        "public.search_messages(text, integer, real, uuid, uuid)",
+    )
+    assert "statement_timeout=2s" in search_config
+    await db.execute(
+        """
+        create function public.slow_call() returns int language sql volatile set statement_timeout = '50ms'
+          as $$ select 1 from pg_sleep(1) $$;
+        grant execute on function public.slow_call() to authenticated;
+        """
+    )
+    ann = await person(database_url, signing_key)
+    cancelled = await http.post("/rpc/slow_call", json={}, headers=ann.headers)
+    assert error(cancelled, 500, "57014")["message"] == "canceling statement due to statement timeout"
+
+
 async def test_search_through_the_rpc(
     http: httpx.AsyncClient, db: asyncpg.Connection[Any], database_url: str, signing_key: SigningKey
 ) -> None:
