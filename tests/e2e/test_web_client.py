@@ -241,3 +241,9 @@ async def test_search_finds_a_message_and_opens_its_thread(
     await page.screenshot(path=screenshots / "search.png")
     await hits.get_by_role("button").filter(has_text="remember that my cat is Miso").first.click()
     await expect(page).to_have_url(re.compile(re.escape(first_thread)))
+
+    # A query the service refuses (only stop words): the problem's sentence is shown instead of hits.
+    await page.get_by_label("Search messages").fill("the and of")
+    await page.get_by_label("Search messages").press("Enter")
+    await expect(page.locator(".search .error")).to_contain_text("no word to look for")
+    await expect(hits).to_have_count(0)

@@ -84,4 +84,10 @@ async def test_threads_history_feedback_and_search_are_read_with_supabase_js(
     await expect(hits).to_contain_text("my cat is called Miso")
     await expect(hits.locator("mark").first).to_have_text(re.compile("^Miso$"))
     assert set(reads("/rest/v1/rpc/search_messages")) == {200}, seen
+    # A query the function refuses (only stop words): its sentence is shown, the hits are gone.
+    await page.get_by_label("Search messages").fill("the and of")
+    await page.get_by_label("Search messages").press("Enter")
+    await expect(page.locator(".search .error")).to_contain_text("no word to look for")
+    await expect(hits).to_have_count(0)
+    assert set(reads("/rest/v1/rpc/search_messages")) == {200, 400}, seen
     assert not reads("/api/v1/chat/search"), seen

@@ -5,10 +5,18 @@ import { highlighted, searchMessages, type SearchHit } from "./data";
 export function Search(props: { onOpen: (threadId: string) => void }) {
   const [query, setQuery] = useState("");
   const [hits, setHits] = useState<SearchHit[] | null>(null);
+  const [error, setError] = useState<string | null>(null);
 
   async function search(event: React.FormEvent) {
     event.preventDefault();
-    if (query.trim()) setHits(await searchMessages(query.trim()));
+    if (!query.trim()) return;
+    setError(null);
+    try {
+      setHits(await searchMessages(query.trim()));
+    } catch (e) {
+      setHits(null);
+      setError((e as Error).message);
+    }
   }
 
   return (
@@ -22,6 +30,7 @@ export function Search(props: { onOpen: (threadId: string) => void }) {
           onChange={(e) => setQuery(e.target.value)}
         />
       </form>
+      {error && <p className="error">{error}</p>}
       {hits && (
         <ul className="hits" data-testid="search-hits">
           {hits.length === 0 && <li>No messages found</li>}

@@ -70,10 +70,16 @@ function stored(
 /** A message that matched a search; `snippet` marks each match between U+E000 and U+E001 (see `highlighted`). */
 export type SearchHit = { id: string; thread_id: string; thread_title: string | null; role: string; snippet: string };
 
+// What the service's 422 search_too_broad says (service/web/problems.py), for the same limit on the supabase-js path.
+const SEARCH_TOO_BROAD =
+  "the search matches too many of your messages to rank in time; add words, or search one thread";
+
 /** The user's messages matching `query` (words, "a phrase", -excluded), best first. */
 export async function searchMessages(query: string): Promise<SearchHit[]> {
   if (config.readFrom === "supabase") {
     const { data, error } = await supabase.rpc("search_messages", { query, result_limit: 20 });
+    // 22023: the function's own refusal, a sentence for people; 57014: past its time limit (Postgres's words).
+    if (error?.code === "57014") throw new Error(SEARCH_TOO_BROAD);
     if (error) throw error;
     return data;
   }
