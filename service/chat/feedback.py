@@ -29,6 +29,7 @@ from service.clients.letta import LettaClient
 from service.clients.retry import backoff_delay
 from service.db import Database
 from service.errors import DomainError
+from service.observability.metrics import FEEDBACK_RETRIES
 
 logger = logging.getLogger("service.chat")
 
@@ -138,9 +139,11 @@ class FeedbackService:
                         "feedback retry: Letta unavailable",
                         extra={"message_id": str(message_id), "error": str(exc), "retry_in_seconds": round(wait, 3)},
                     )
+                    FEEDBACK_RETRIES.labels("unavailable").inc()
                     self._given_up_if_last(message_id, attempt)
                     return sent
                 logger.warning("feedback not sent to Letta", extra={"message_id": str(message_id), "error": str(exc)})
+            FEEDBACK_RETRIES.labels("sent" if delivered else "refused").inc()
             sent += delivered
             if not delivered:
                 self._given_up_if_last(message_id, attempt)
@@ -150,6 +153,7 @@ class FeedbackService:
     @staticmethod
     def _given_up_if_last(message_id: uuid.UUID, attempt: int) -> None:
         if attempt >= RETRY_ATTEMPTS:
+            FEEDBACK_RETRIES.labels("given_up").inc()
             logger.warning(
                 "feedback given up: kept here, not in Letta", extra={"message_id": str(message_id), "attempts": attempt}
             )

@@ -1,12 +1,13 @@
-"""What a scrape reads at the moment it is made: the state of this replica (sockets, connections, the database
-pool) and of the whole system, from one bounded query (provisioning by state, live leases, costs not reconciled
-yet). Rendered with the event metrics of ``service.observability.metrics`` by ``scrape``.
+"""What a scrape reads at the moment it is made: the state of this replica (sockets, connections, the database pool) and
+of the whole system, from one bounded query (provisioning by state, live leases, costs not reconciled yet, feedback
+Letta does not have). Rendered with the event metrics of ``service.observability.metrics`` by ``scrape``.
 
 The query runs before the registry is rendered (a Prometheus collector is synchronous) and is given
 ``SCRAPE_DB_TIMEOUT_SECONDS``, pool wait included: a slow or unreachable database costs a scrape that long at most,
 and the scrape still answers, with ``aichat_metrics_database_up 0`` and without the database's gauges. The query
-reads partial indexes (profiles not active, costs not final) and the lease table (a row per user who chatted).
-Scrapes at once share one query, and a scrape within ``SNAPSHOT_MAX_AGE_SECONDS`` of the last reuses its answer.
+reads partial indexes (profiles not active, costs not final, feedback unsent) and the lease table (a row per user who
+chatted). Scrapes at once share one query, and a scrape within ``SNAPSHOT_MAX_AGE_SECONDS`` of the last reuses its
+answer.
 """
 
 from __future__ import annotations
@@ -55,6 +56,10 @@ SYSTEM_STATE = """
             'llm_call', (select jsonb_build_array(count(*), coalesce(sum(cost), 0)) from public.llm_calls
                          where cost_final = false))::text
         ) as cost,
+        (select jsonb_build_array(count(*) filter (where letta_retry_at < 'infinity'),
+                                  count(*) filter (where letta_retry_at = 'infinity'))::text
+         from public.message_feedback where letta_sent_at is null
+        ) as feedback_unsent,
         (select greatest(0, coalesce(extract(epoch from now() - min(created_at)), 0) - $1)::float8
          from (select min(created_at) as created_at from public.messages where cost_final = false
                union all
@@ -91,7 +96,12 @@ class Snapshot:
                 row = await db.fetchrow(SYSTEM_STATE, settings.cost_settle_seconds)
             assert row is not None  # one row, always
             # JSON as text: read the same whatever codecs the pool's connections have.
-            self.system = {**row, "provisioning": json.loads(row["provisioning"]), "cost": json.loads(row["cost"])}
+            self.system = {
+                **row,
+                "provisioning": json.loads(row["provisioning"]),
+                "cost": json.loads(row["cost"]),
+                "feedback_unsent": json.loads(row["feedback_unsent"]),
+            }
         except Exception as exc:  # a scrape says the database is down instead of failing
             logger.warning("metrics: the database did not answer", extra={"error": repr(exc)})
             self.system = None
@@ -188,6 +198,15 @@ def _system_gauges(system: dict[str, Any]) -> Iterable[Metric]:
         usd.add_metric([kind], float(amount))
     yield items
     yield usd
+    waiting, given_up = system["feedback_unsent"]
+    feedback = GaugeMetricFamily(
+        "aichat_feedback_unsent",
+        "Feedback Letta does not have: waiting for a retry, or given up after its last attempt (kept here only).",
+        labels=["state"],
+    )
+    feedback.add_metric(["waiting"], waiting)
+    feedback.add_metric(["given_up"], given_up)
+    yield feedback
     yield _gauge(
         "aichat_cost_reconcile_lag_seconds",
         "How far past COST_SETTLE_SECONDS the oldest estimate still waits for reconciliation (0: none waits).",

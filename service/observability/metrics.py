@@ -104,6 +104,14 @@ HTTP_DURATION = Histogram(
     buckets=_FAST,
     registry=REGISTRY,
 )
+FEEDBACK_RETRIES = Counter(
+    "aichat_feedback_retries",
+    "Feedback this replica's retry loop tried to send to Letta again, by outcome: sent, refused (Letta answered no, "
+    "or the reply has no step), unavailable (Letta did not answer); a feedback whose last attempt failed also counts "
+    "in given_up.",
+    ["outcome"],
+    registry=REGISTRY,
+)
 SSE_STREAMS = Gauge(
     "aichat_sse_streams_open",
     "Server-Sent Events responses being streamed by this replica now (chat turns, resumed streams).",

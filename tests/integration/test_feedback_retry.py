@@ -21,6 +21,7 @@ from service.chat import store
 from service.chat.feedback import RETRY_ATTEMPTS, FeedbackService
 from service.chat.schemas import FeedbackIn
 from service.clients.letta import LettaClient
+from service.observability.metrics import REGISTRY
 from tests.integration.support import UNREACHABLE, PoolFactory, ready_user
 from tests.integration.test_feedback import a_turn
 
@@ -56,6 +57,11 @@ async def rated(
         attempts,
     )
     return reply
+
+
+def retries(outcome: str) -> float:
+    """This process's ``aichat_feedback_retries_total`` for ``outcome`` so far."""
+    return REGISTRY.get_sample_value("aichat_feedback_retries_total", {"outcome": outcome}) or 0.0
 
 
 async def claim(db: asyncpg.Connection[Any] | asyncpg.Pool[Any]) -> asyncpg.Record | None:
@@ -167,6 +173,7 @@ async def test_while_letta_is_down_a_pass_makes_one_call_and_the_next_passes_wai
     def letta_calls() -> list[logging.LogRecord]:
         return [r for r in caplog.records if r.getMessage() == "feedback retry: Letta unavailable"]
 
+    unavailable = retries("unavailable")
     with caplog.at_level(logging.WARNING, logger="service.chat"):
         # The first pass stops at its first feedback: one call to Letta, not three; a wait of about an interval.
         assert await feedback.retry_unsent() == 0
@@ -184,6 +191,7 @@ async def test_while_letta_is_down_a_pass_makes_one_call_and_the_next_passes_wai
             assert len(letta_calls()) == failed + 1
     assert [r.message_id for r in letta_calls()] == [str(m) for m in (*due, due[0])]  # type: ignore[attr-defined]
     assert [(await retry_state(db, m))[0] for m in due] == [2, 1, 1]
+    assert retries("unavailable") - unavailable == 4  # one per call, in /metrics
     assert await db.fetchval("select count(*) from public.message_feedback where letta_sent_at is null") == 3
 
 
@@ -198,8 +206,10 @@ async def test_a_feedback_whose_last_attempt_fails_is_given_up_and_logged(
     user_id, _ = await ready_user(database_url, signing_key, own_agent=True)
     message_id = await rated(db, user_id, attempts=RETRY_ATTEMPTS - 1)
     feedback = FeedbackService(await new_pool(), unreachable_letta, retry_interval_seconds=INTERVAL)
+    given_up_before = retries("given_up")
     with caplog.at_level(logging.WARNING, logger="service.chat"):
         assert await feedback.retry_unsent() == 0
+    assert retries("given_up") - given_up_before == 1
     given_up = [r for r in caplog.records if r.getMessage() == "feedback given up: kept here, not in Letta"]
     assert [(r.message_id, r.attempts) for r in given_up] == [(str(message_id), RETRY_ATTEMPTS)]  # type: ignore[attr-defined]
     assert await retry_state(db, message_id) == (RETRY_ATTEMPTS, float("inf"))

@@ -101,6 +101,13 @@ async def test_the_database_gauges_are_what_the_tables_hold(database_url: str, p
         "insert into public.llm_calls (user_id, model, stream, status, cost) values ($1, 'm', true, 'complete', 0.125)",
         active,
     )
+    # Feedback Letta does not have, on those two replies: one waiting for its retry, one given up.
+    await pool.execute(
+        "insert into public.message_feedback (message_id, user_id, rating, letta_retry_at) "
+        "select id, user_id, 'up', case when cost_final then now() else 'infinity' end "
+        "from public.messages where user_id = $1",
+        active,
+    )
     settings = service_settings(database_url)  # COST_SETTLE_SECONDS: 30
     scraped = samples((await scrape(pool, settings)).decode())
     assert sample(scraped, "aichat_metrics_database_up") == 1
@@ -116,6 +123,8 @@ async def test_the_database_gauges_are_what_the_tables_hold(database_url: str, p
     # The claimed profile is being worked on: only the unclaimed overdue one is the reconciler's lag.
     assert 100 <= (sample(scraped, "aichat_provisioning_lag_seconds") or 0) < 110
     assert sample(scraped, "aichat_chat_leases_live") == 1
+    assert sample(scraped, "aichat_feedback_unsent", state="waiting") == 1
+    assert sample(scraped, "aichat_feedback_unsent", state="given_up") == 1
     assert sample(scraped, "aichat_cost_unreconciled", kind="turn") == 1
     assert sample(scraped, "aichat_cost_unreconciled_usd", kind="turn") == 0.25
     assert sample(scraped, "aichat_cost_unreconciled", kind="llm_call") == 1
