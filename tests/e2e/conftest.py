@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -44,6 +45,46 @@ def stack(pg_cluster: LocalPostgres) -> Iterator[Stack]:
     stack.up()
     yield stack
     stack.down()
+
+
+# What the stack's processes logged during a failed test is added to its report, so a failure seen only in CI's
+# output can be read there: the part of each log written since the test's set-up, its last lines.
+LOG_LINES_ON_FAILURE = 40
+_log_offsets = pytest.StashKey[dict[Path, int]]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+    report = yield
+    stack = getattr(item, "funcargs", {}).get("stack")
+    if not isinstance(stack, Stack):
+        return report
+    logs = sorted((stack.state_dir / "logs").glob("*.log"))
+    if report.when == "setup":
+        item.stash[_log_offsets] = {log: log.stat().st_size for log in logs}
+    elif report.when == "call" and report.failed:
+        offsets = item.stash.get(_log_offsets, {})
+        for log in logs:
+            with log.open("rb") as file:
+                file.seek(offsets.get(log, 0))
+                written = _without_deprecation_warnings(file.read().decode(errors="replace").splitlines())
+            if written:
+                report.sections.append((f"{log.name} during the test", "\n".join(written[-LOG_LINES_ON_FAILURE:])))
+    return report
+
+
+def _without_deprecation_warnings(lines: list[str]) -> list[str]:
+    """Letta 0.16.8 warns (two lines each: the warning, then the source line) every time it reads one of its own
+    deprecated fields; a dependency of it turns the warnings back on, so they are dropped here instead."""
+    kept: list[str] = []
+    skip_source = False
+    for line in lines:
+        if "DeprecationWarning:" in line:
+            skip_source = True
+        elif not (skip_source and line.startswith("  ")):
+            skip_source = False
+            kept.append(line)
+    return kept
 
 
 @dataclass

@@ -28,6 +28,10 @@ CHROMIUM = "/usr/bin/chromium"
 # Chromium's own background traffic (updates, sync, safe browsing) only fails on a machine without internet.
 QUIET = ["--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
 SLOW_REPLY = " ".join(f"slow{i}" for i in range(1, 21))  # the scripted model's [[slow]] reply: 20 words, 2 s
+# How long an action or an expectation waits. A reply can take seconds on a loaded machine (an archival insert is two
+# model steps and an embedding through Letta), longer than expect's default of 5 s; both wait as long as each other.
+TIMEOUT_MS = 30_000
+expect.set_options(timeout=TIMEOUT_MS)
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +45,7 @@ async def browser() -> AsyncIterator[Browser]:
 @pytest.fixture
 async def context(browser: Browser) -> AsyncIterator[BrowserContext]:
     context = await browser.new_context(viewport={"width": 1280, "height": 800})
-    context.set_default_timeout(30_000)
+    context.set_default_timeout(TIMEOUT_MS)
     yield context
     await context.close()
 

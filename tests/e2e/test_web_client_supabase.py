@@ -15,7 +15,7 @@ from playwright.async_api import BrowserContext, Response, async_playwright, exp
 
 from devstack.stack import Stack
 from tests.e2e.conftest import StackClient
-from tests.e2e.test_web_client import CHROMIUM, QUIET, replies, send
+from tests.e2e.test_web_client import CHROMIUM, QUIET, TIMEOUT_MS, replies, send
 
 pytestmark = pytest.mark.e2e
 
@@ -25,7 +25,7 @@ async def context() -> AsyncIterator[BrowserContext]:
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=QUIET)
         context = await browser.new_context(viewport={"width": 1280, "height": 800})
-        context.set_default_timeout(30_000)
+        context.set_default_timeout(TIMEOUT_MS)
         yield context
         await browser.close()
 
