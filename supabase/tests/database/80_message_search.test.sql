@@ -3,7 +3,7 @@
 -- words), who may execute what, ranking, stemming in both languages, snippets, thread filter, keyset paging and
 -- the refused queries.
 begin;
-select plan(36);
+select plan(38);
 
 set local client_min_messages = warning;
 
@@ -18,6 +18,12 @@ select ok(
   (select proconfig @> array['search_path=""'] from pg_proc where oid = 'public.search_messages'::regproc),
   'the definer function pins search_path to empty');
 select has_index('public', 'messages', 'messages_search_idx', 'a GIN index serves the per-user search');
+select is((select attstorage from pg_attribute where attrelid = 'public.messages'::regclass and attname = 'search_tsv'),
+  'm'::"char", 'search_tsv stays in the row (storage MAIN): ranking a match reads no TOAST');
+select ok(
+  (select proconfig @> array['search_path=""', 'plan_cache_mode=force_custom_plan']
+   from pg_proc where oid = 'private.search_messages_for'::regproc),
+  'the search is planned for each call''s user and words, with an empty search_path');
 select ok(has_function_privilege('authenticated', 'public.search_messages(text, integer, real, uuid, uuid)', 'EXECUTE'),
   'authenticated may search');
 select ok(not has_function_privilege('anon', 'public.search_messages(text, integer, real, uuid, uuid)', 'EXECUTE'),
