@@ -51,7 +51,7 @@ import re
 import signal
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -567,6 +567,18 @@ class Recorder:
 
     async def fetchval(self, sql: str, *args: Any) -> None:
         self.calls.append((sql, args))
+
+    # A store function that takes a connection of its own (search, for its timed transaction) gets the recorder as
+    # that connection too; what it runs with execute (begin, set local, rollback) is not a query to explain.
+    @contextlib.asynccontextmanager
+    async def acquire(self) -> AsyncIterator[Recorder]:
+        yield self
+
+    async def execute(self, sql: str, *args: Any) -> None:
+        pass
+
+    def is_closed(self) -> bool:
+        return False
 
 
 async def user_positions(conn: asyncpg.Connection[Any], user_id: uuid.UUID) -> dict[str, Any]:
